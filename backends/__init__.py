@@ -1,0 +1,10 @@
+"""HVP operators: the Hessian of a mean loss over N samples as a linear operator on flat vectors.
+
+Every backend subclasses :class:`backends.base.HVPOperator`, which validates shapes, checks
+that each HVP is finite and charges every HVP to a :class:`backends.base.CostMeter`.
+Backends import lazily: ``import backends.torch`` or ``import backends.jax``.
+"""
+
+from backends.base import CostMeter, HVPOperator, NonFiniteHVPError
+
+__all__ = ["CostMeter", "HVPOperator", "NonFiniteHVPError"]

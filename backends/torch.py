@@ -1,0 +1,230 @@
+"""PyTorch HVP operator: forward-over-reverse (``jvp`` of ``grad``) through ``torch.func``.
+
+H is the Hessian, with respect to the chosen parameters, of the mean loss over all N samples:
+L(theta) = (1/N) sum_i loss_i(theta). The full product is accumulated batch by batch as
+H v = sum_b (|b| / N) H_b v, where H_b is the Hessian of ``loss_fn`` (a batch mean) on batch b,
+so an uneven last batch is weighted correctly.
+
+The model runs in eval mode by default (BatchNorm uses its running statistics, dropout is off):
+in train mode the loss is not a sum over samples and its "Hessian" depends on how the data are
+split into batches. The user's module is not modified: parameters and buffers are passed to
+``torch.func.functional_call`` as copies in the requested dtype and device, and the module's
+train/eval flags are restored after every product. On CUDA, TF32 matmuls and convolutions are
+switched off process-wide (TF32 error ~1e-3 |H| would swamp a small lambda_min).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, jvp, vmap
+
+from backends.base import HVPOperator
+
+Batch = tuple[Any, Any]
+
+__all__ = ["HessianOperator"]
+
+
+class HessianOperator(HVPOperator):
+    """Hessian of the mean loss of ``model`` over ``data`` as a linear operator on flat tensors.
+
+    Args:
+        model: a ``torch.nn.Module``; ``model(inputs)`` gives the outputs.
+        loss_fn: ``loss_fn(outputs, targets)`` returning the scalar batch-mean loss.
+        data: a pair of tensors ``(inputs, targets)`` (random access: mini-batches are cheap), or
+            an iterable of ``(inputs, targets)`` batches such as a ``DataLoader``; mini-batch
+            products then need ``data.dataset[i]`` to return one ``(input, target)`` sample.
+        batch_size: samples per chunk of a full-data product (tensor data only).
+        device, dtype: where and in which floating dtype to compute (default: the parameters').
+        params: which parameters define H: ``None`` (all with ``requires_grad``), or names or
+            ``Parameter`` objects of ``model``; the others are held fixed.
+        eval_mode: run the model in eval mode (default True; see the module docstring).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        data: Batch | Iterable[Batch],
+        *,
+        batch_size: int = 256,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        params: Sequence[str] | Sequence[torch.nn.Parameter] | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        first = next(iter(model.parameters()), None)
+        if first is None:
+            raise ValueError("the model has no parameters")
+        self.device = torch.device(device) if device is not None else first.device
+        self.dtype = dtype if dtype is not None else first.dtype
+        if not self.dtype.is_floating_point:
+            raise ValueError(f"dtype must be floating point, got {self.dtype}")
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        self.model, self.loss_fn, self.eval_mode = model, loss_fn, eval_mode
+        self.batch_size = batch_size
+
+        self.param_names = self._select_params(model, params)
+        named = dict(model.named_parameters())
+        cast = lambda t: t.detach().to(device=self.device, dtype=self.dtype)  # noqa: E731
+        self._shapes = [named[k].shape for k in self.param_names]
+        self._numels = [named[k].numel() for k in self.param_names]
+        self.theta = torch.cat([cast(named[k]).reshape(-1) for k in self.param_names])
+        self._fixed = {k: cast(p) for k, p in named.items() if k not in set(self.param_names)}
+        self._fixed.update(
+            {k: (cast(b) if b.is_floating_point() else b.to(self.device))
+             for k, b in model.named_buffers()}
+        )
+
+        self._tensors: Batch | None = None
+        if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]):
+            inputs, targets = data
+            if len(inputs) != len(targets):
+                raise ValueError(
+                    f"inputs and targets differ in length: {len(inputs)} vs {len(targets)}"
+                )
+            self._tensors = (inputs, targets)
+            num_samples = len(inputs)
+        else:
+            self._loader = data
+            num_samples = self._count_samples(data)
+        super().__init__(self.theta.numel(), num_samples)
+        self._check_loss(next(self._batches(None)))
+
+    # -- parameters -----------------------------------------------------------------------------
+    @staticmethod
+    def _select_params(model: torch.nn.Module, params: Any) -> list[str]:
+        named = dict(model.named_parameters())
+        if params is None:
+            names = [k for k, p in named.items() if p.requires_grad]
+        else:
+            by_id = {id(p): k for k, p in named.items()}
+            names = []
+            for p in params:
+                key = p if isinstance(p, str) else by_id.get(id(p))
+                if key not in named:
+                    raise ValueError(
+                        f"parameter {p if isinstance(p, str) else tuple(p.shape)!r} is not a "
+                        f"parameter of the model; its parameters are: {', '.join(named)}"
+                    )
+                names.append(key)
+        if not names:
+            raise ValueError("no parameters selected (none requires grad)")
+        return names
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a flat vector into named parameter tensors."""
+        parts = torch.split(flat, self._numels)
+        return {k: t.view(s) for k, t, s in zip(self.param_names, parts, self._shapes)}
+
+    # -- data -------------------------------------------------------------------------------------
+    @staticmethod
+    def _count_samples(loader: Iterable[Batch]) -> int:
+        dataset = getattr(loader, "dataset", None)
+        if dataset is not None and hasattr(dataset, "__len__"):
+            return len(dataset)
+        return sum(len(targets) for _, targets in loader)
+
+    def _to_device(self, x: Any) -> Any:
+        if torch.is_tensor(x):
+            x = x.to(self.device, non_blocking=True)
+            return x.to(self.dtype) if x.is_floating_point() else x
+        if isinstance(x, (tuple, list)):
+            return type(x)(self._to_device(t) for t in x)
+        if isinstance(x, dict):
+            return {k: self._to_device(t) for k, t in x.items()}
+        return x
+
+    def _batches(self, indices: np.ndarray | None) -> Iterator[tuple[Batch, int]]:
+        """Yield ((inputs, targets), batch size) on the operator's device and dtype."""
+        if self._tensors is not None:
+            inputs, targets = self._tensors
+            idx = np.arange(self.num_samples) if indices is None else indices
+            for start in range(0, len(idx), self.batch_size):
+                sel = torch.as_tensor(idx[start:start + self.batch_size])
+                sel_in = sel.to(inputs.device)
+                yield (self._to_device((inputs[sel_in], targets[sel.to(targets.device)])),
+                       len(sel))
+        elif indices is None:
+            for inputs, targets in self._loader:
+                yield self._to_device((inputs, targets)), len(targets)
+        else:
+            dataset = getattr(self._loader, "dataset", None)
+            if dataset is None or not hasattr(dataset, "__getitem__"):
+                raise TypeError(
+                    "mini-batch products need random access to samples: pass data as a pair of "
+                    "tensors, or a DataLoader whose .dataset supports dataset[i]"
+                )
+            from torch.utils.data import default_collate
+
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                inputs, targets = default_collate([dataset[int(i)] for i in chunk])
+                yield self._to_device((inputs, targets)), len(chunk)
+
+    # -- the HVP ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _mode(self) -> Iterator[None]:
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.train(not self.eval_mode)
+        try:
+            yield
+        finally:
+            for m, training in modes:
+                m.training = training
+
+    def _loss(self, flat: torch.Tensor, inputs: Any, targets: Any) -> torch.Tensor:
+        state = {**self._fixed, **self.unflatten(flat)}
+        return self.loss_fn(functional_call(self.model, state, (inputs,)), targets)
+
+    def _check_loss(self, batch: tuple[Batch, int]) -> None:
+        (inputs, targets), _ = batch
+        with self._mode(), torch.no_grad():
+            loss = self._loss(self.theta, inputs, targets)
+        if not torch.is_tensor(loss) or loss.ndim != 0:
+            shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
+            raise ValueError(
+                f"loss_fn must return a scalar tensor (the batch-mean loss), got {shape}; "
+                "use reduction='mean'"
+            )
+
+    def _hvp(self, v: torch.Tensor, inputs: Any, targets: Any) -> torch.Tensor:
+        g = grad(self._loss)
+        return jvp(lambda p: g(p, inputs, targets), (self.theta,), (v,))[1]
+
+    def _accumulate(self, product: Callable[[Any, Any], torch.Tensor],
+                    indices: np.ndarray | None, shape: tuple[int, ...]) -> torch.Tensor:
+        total = len(indices) if indices is not None else self.num_samples
+        out = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        with self._mode():
+            for (inputs, targets), size in self._batches(indices):
+                out += (size / total) * product(inputs, targets)
+        return out
+
+    def _matvec(self, v: torch.Tensor, indices: np.ndarray | None) -> torch.Tensor:
+        v = v.to(device=self.device, dtype=self.dtype)
+        return self._accumulate(lambda x, y: self._hvp(v, x, y), indices, (self.size,))
+
+    def _matmat(self, V: torch.Tensor, indices: np.ndarray | None) -> torch.Tensor:
+        Vt = V.to(device=self.device, dtype=self.dtype).T.contiguous()
+
+        def block(x: Any, y: Any) -> torch.Tensor:
+            return vmap(lambda t: self._hvp(t, x, y))(Vt).T
+
+        return self._accumulate(block, indices, tuple(V.shape))
+
+    def asarray(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=self.dtype, device=self.device)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

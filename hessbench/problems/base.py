@@ -1,0 +1,58 @@
+"""What a benchmark problem is: data, a model at a trained point, and a loss, with an exact
+or certified reference for lambda_max and lambda_min of the full-data loss Hessian."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from hessbench.cache import key_of
+
+
+@dataclass
+class TorchProblemParts:
+    """Everything a backend needs: model at its trained point, loss and data as tensors."""
+
+    model: torch.nn.Module
+    loss_fn: Callable[[Any, Any], torch.Tensor]
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    batch_size: int
+
+
+@dataclass
+class Problem(abc.ABC):
+    """A named problem. ``config`` holds every setting that defines it (it keys the caches)."""
+
+    name: str
+    description: str
+    config: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float64"
+    synthetic: bool = False
+
+    @property
+    def key(self) -> str:
+        return key_of({"name": self.name, **self.config})
+
+    @abc.abstractmethod
+    def torch_parts(self, progress: bool = True) -> TorchProblemParts:
+        """Model (trained, cached), loss and data for the PyTorch backend."""
+
+    def exact_reference(self) -> dict[str, float] | None:
+        """The exactly known extreme eigenvalues, where the problem is built with them."""
+        return None
+
+    def operator(self, backend: str = "torch", *, dtype: str | None = None,
+                 device: str | None = None, progress: bool = True):
+        """The full-data Hessian operator of this problem on ``backend``."""
+        if backend != "torch":
+            raise ValueError(f"unknown backend {backend!r}; available: torch")
+        from backends.torch import HessianOperator
+
+        parts = self.torch_parts(progress=progress)
+        return HessianOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
+                               batch_size=parts.batch_size, device=device,
+                               dtype=getattr(torch, dtype or self.dtype))

@@ -1,0 +1,112 @@
+"""Stochastic quadratics whose full-data Hessian has an exactly known spectrum.
+
+Sample i has the loss  loss_i(w) = 1/2 w^T (H + G diag(c_i) G^T) w  with
+
+- H = R diag(lam) R^T, R a product of three Householder reflections (a dense orthogonal
+  basis applied in O(n)), and lam the prescribed spectrum: lambda_max = 100, ten outliers
+  log-spaced from 100 down to 10, a bulk near 0 (70% in [0, 2], 30% in [-0.5, 0], dense at 0
+  and thin at the edges) and lambda_min = -0.5 exactly: the seed scenario's shape;
+- G an (n, K) matrix with orthonormal columns and c_i in R^K per-sample coefficients,
+  exactly centred over the N samples (sum_i c_i = 0).
+
+So the full Hessian (1/N) sum_i H_i is exactly H, while a mini-batch Hessian
+H_S = H + G diag(mean_{i in S} c_i) G^T has a rank-K perturbation of size about
+``noise / sqrt(|S|)``: mini-batch eigenvalue estimates swing and are biased like real ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from hessbench.problems.base import Problem, TorchProblemParts
+
+
+def seed_spectrum(n: int, lam_max: float = 100.0, lam_min: float = -0.5,
+                  outliers: int = 10, bulk_max: float = 2.0,
+                  negative_fraction: float = 0.3) -> np.ndarray:
+    """The prescribed eigenvalues, sorted descending (exact: lam[0]=lam_max, lam[-1]=lam_min)."""
+    if n < outliers + 4:
+        raise ValueError(f"dimension n={n} too small for {outliers} outliers and a bulk")
+    top = np.geomspace(lam_max, lam_max / 10, outliers)
+    m = n - outliers
+    n_neg = max(2, int(round(negative_fraction * m)))
+    n_pos = m - n_neg
+    pos = bulk_max * ((np.arange(n_pos) + 0.5) / n_pos) ** 4
+    neg = lam_min * (np.arange(1, n_neg + 1) / n_neg) ** 4
+    return np.sort(np.concatenate([top, pos, neg]))[::-1].copy()
+
+
+class StochasticQuadraticModel(nn.Module):
+    """``forward(c)`` returns the per-sample losses 1/2 w^T (H + G diag(c_i) G^T) w, shape (b,)."""
+
+    def __init__(self, lam: np.ndarray, reflections: np.ndarray, G: np.ndarray,
+                 w0: np.ndarray) -> None:
+        super().__init__()
+        f64 = dict(dtype=torch.float64)
+        self.register_buffer("lam", torch.tensor(lam, **f64))
+        self.register_buffer("reflections", torch.tensor(reflections, **f64))
+        self.register_buffer("G", torch.tensor(G, **f64))
+        self.w = nn.Parameter(torch.tensor(w0, **f64))
+
+    def rotate_in(self, w: torch.Tensor) -> torch.Tensor:
+        """R^T w, for R = P_1 P_2 P_3 with P_k = I - 2 u_k u_k^T."""
+        for u in self.reflections:
+            w = w - 2 * (u @ w) * u
+        return w
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        y = self.rotate_in(self.w)
+        base = 0.5 * torch.sum(self.lam * y * y)
+        z = self.G.T @ self.w
+        return base + 0.5 * (c @ (z * z))
+
+
+def _mean_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return outputs.mean()
+
+
+@dataclass
+class QuadraticProblem(Problem):
+    """A stochastic quadratic (see module docstring); config: n, num_samples, rank, noise, seed."""
+
+    synthetic: bool = True
+
+    def _build(self) -> tuple[np.ndarray, StochasticQuadraticModel, np.ndarray]:
+        cfg = self.config
+        n, N, K = cfg["n"], cfg["num_samples"], cfg["rank"]
+        rng = np.random.default_rng(cfg["seed"])
+        lam = seed_spectrum(n)
+        U = rng.standard_normal((3, n))
+        U /= np.linalg.norm(U, axis=1, keepdims=True)
+        G, _ = np.linalg.qr(rng.standard_normal((n, K)))
+        C = cfg["noise"] * rng.standard_normal((N, K))
+        C -= C.mean(axis=0)
+        w0 = rng.standard_normal(n) / np.sqrt(n)
+        return lam, StochasticQuadraticModel(lam, U, G, w0), C
+
+    def torch_parts(self, progress: bool = True) -> TorchProblemParts:
+        _, model, C = self._build()
+        N = self.config["num_samples"]
+        return TorchProblemParts(model, _mean_loss, torch.tensor(C), torch.zeros(N), N)
+
+    def exact_reference(self) -> dict[str, float]:
+        lam = seed_spectrum(self.config["n"])
+        return {"lambda_max": float(lam[0]), "lambda_min": float(lam[-1])}
+
+    def eigenvalues(self) -> np.ndarray:
+        """All eigenvalues of the full-data Hessian, descending."""
+        return seed_spectrum(self.config["n"])
+
+
+def quadratic(name: str, n: int, num_samples: int, noise: float = 400.0, rank: int = 16,
+              seed: int = 0) -> QuadraticProblem:
+    return QuadraticProblem(
+        name=name, dtype="float64",
+        description=(f"SYNTHETIC stochastic quadratic, n={n:,}, N={num_samples:,}: exact "
+                     f"spectrum lambda_max=100, lambda_min=-0.5, rank-{rank} mini-batch noise"),
+        config=dict(kind="quadratic", version=1, n=n, num_samples=num_samples, rank=rank,
+                    noise=noise, seed=seed))

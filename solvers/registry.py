@@ -1,0 +1,55 @@
+"""Solver registry: built-ins plus third-party solvers from the entry-point group
+``hessbench.solvers`` (each entry point names a :class:`solvers.base.Solver` subclass)."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from solvers.base import Solver
+
+ENTRY_POINT_GROUP = "hessbench.solvers"
+
+_BUILTIN = {
+    "lanczos": "solvers.lanczos:Lanczos",
+    "power": "solvers.power:PowerIteration",
+    "arpack": "solvers.arpack:Arpack",
+}
+
+
+class UnknownSolverError(KeyError):
+    """No solver is registered under this name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _plugins() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> list[str]:
+    """Names of all registered solvers, built-ins first."""
+    return list(_BUILTIN) + sorted(set(_plugins()) - set(_BUILTIN))
+
+
+def solver_class(name: str) -> type[Solver]:
+    """The Solver subclass registered under ``name``."""
+    if name in _BUILTIN:
+        module, attr = _BUILTIN[name].split(":")
+        cls = getattr(importlib.import_module(module), attr)
+    else:
+        plugin = _plugins().get(name)
+        if plugin is None:
+            raise UnknownSolverError(
+                f"unknown solver {name!r}; available: {', '.join(available())}")
+        cls = plugin.load()
+    if not (isinstance(cls, type) and issubclass(cls, Solver)):
+        raise TypeError(f"solver {name!r} ({cls!r}) is not a subclass of solvers.Solver")
+    return cls
+
+
+def get(name: str, **options: Any) -> Solver:
+    """An instance of the solver ``name`` configured with ``options`` (e.g. ``tol=1e-3``)."""
+    return solver_class(name)(**options)
