@@ -96,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.output)
     records = []
     for name in args.problems:
-        ref = compute_reference(problems.get(name))
+        ref = compute_reference(problems.get(name), progress=not args.quiet)
         print(f"{name}: reference ({ref['method']}) lambda_max={ref['lambda_max']:.6g} "
               f"lambda_min={ref['lambda_min']:.6g}", flush=True)
         for solver in args.solvers:

@@ -62,7 +62,7 @@ class KrylovBasis:
         return w
 
     def combine(self, coeffs: np.ndarray) -> Any:
-        """sum_i coeffs[i] q_i, e.g. a Ritz vector from tridiagonal eigenvector coefficients."""
+        """sum_i coeffs[i] q_i over the first len(coeffs) basis vectors (a Ritz vector)."""
         c = self.xp.asarray(np.asarray(coeffs, dtype=np.float64), dtype=self.Q.dtype,
                             device=getattr(self.Q, "device", None))
-        return c @ self.rows()
+        return c @ self.Q[: len(coeffs), ...]

@@ -1,0 +1,42 @@
+import json
+
+import pytest
+
+from hessbench.cli import main
+
+REQUIRED = {"problem", "solver", "backend", "seed", "device", "dtype", "versions", "lambda_max",
+            "lambda_min", "data_passes", "hvp_calls", "seconds", "converged", "reference",
+            "errors", "trace", "problem_config", "cost_to_eps"}
+
+
+def test_run_writes_a_complete_json_record(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    code = main(["run", "-p", "quadratic-small", "-s", "lanczos", "--seed", "2", "--tol", "1e-6",
+                 "--max-passes", "500", "-o", str(out), "-q"])
+    assert code == 0
+    record = json.loads(out.read_text())
+    assert REQUIRED <= set(record)
+    assert record["reference"] == {"lambda_max": 100.0, "lambda_min": -0.5, "method": "exact"}
+    assert record["converged"] and record["errors"]["rel_error_min"] < 1e-4
+    assert record["seed"] == 2 and record["budget"] == {"max_passes": 500.0}
+    assert record["versions"]["torch"] and record["dtype"] == "float64"
+    assert len(record["trace"]) == record["hvp_calls"]
+    assert record["cost_to_eps"]["both@0.01"]["data_passes"] <= record["data_passes"]
+    assert "quadratic-small" in capsys.readouterr().out
+
+
+def test_listing_commands(capsys):
+    assert main(["solvers"]) == 0 and "lanczos" in capsys.readouterr().out
+    assert main(["problems"]) == 0 and "digits-mlp" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "-p", "quadratic-small", "-s", "nope", "-o", "x.json"], "unknown solver 'nope'"),
+    (["run", "-p", "nope", "-s", "lanczos", "-o", "x.json"], "unknown problem 'nope'"),
+    (["run", "-p", "quadratic-small", "-s", "lanczos", "--problem-option", "depth=2", "-o",
+      "x.json"], "no option"),
+])
+def test_clear_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
