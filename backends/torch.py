@@ -36,7 +36,8 @@ class HessianOperator(HVPOperator):
     Args:
         model: a ``torch.nn.Module``; ``model(inputs)`` gives the outputs.
         loss_fn: ``loss_fn(outputs, targets)`` returning the scalar batch-mean loss.
-        data: a pair of tensors ``(inputs, targets)`` (random access: mini-batches are cheap), or
+        data: a pair of tensors ``(inputs, targets)`` (moved to ``device`` and cast to ``dtype``
+            once; random access makes mini-batches cheap), or
             an iterable of ``(inputs, targets)`` batches such as a ``DataLoader``; mini-batch
             products then need ``data.dataset[i]`` to return one ``(input, target)`` sample.
         batch_size: samples per chunk of a full-data product (tensor data only).
@@ -92,7 +93,7 @@ class HessianOperator(HVPOperator):
                 raise ValueError(
                     f"inputs and targets differ in length: {len(inputs)} vs {len(targets)}"
                 )
-            self._tensors = (inputs, targets)
+            self._tensors = self._to_device((inputs, targets))  # moved and cast once
             num_samples = len(inputs)
         else:
             self._loader = data
@@ -150,10 +151,8 @@ class HessianOperator(HVPOperator):
             inputs, targets = self._tensors
             idx = np.arange(self.num_samples) if indices is None else indices
             for start in range(0, len(idx), self.batch_size):
-                sel = torch.as_tensor(idx[start:start + self.batch_size])
-                sel_in = sel.to(inputs.device)
-                yield (self._to_device((inputs[sel_in], targets[sel.to(targets.device)])),
-                       len(sel))
+                sel = torch.as_tensor(idx[start:start + self.batch_size], device=self.device)
+                yield (inputs[sel], targets[sel]), len(sel)
         elif indices is None:
             for inputs, targets in self._loader:
                 yield self._to_device((inputs, targets)), len(targets)

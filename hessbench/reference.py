@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from torch.func import functional_call, hessian
 
 from hessbench.cache import cache_dir, key_of, tensor_digest
@@ -34,7 +35,7 @@ class ReferenceError(RuntimeError):
     """The reference could not be certified (e.g. two Lanczos seeds disagree)."""
 
 
-def dense_hessian(parts: TorchProblemParts) -> np.ndarray:
+def dense_hessian(parts: TorchProblemParts, progress: bool = False) -> np.ndarray:
     """The full-data Hessian as a dense float64 array, summed over chunks of samples."""
     model = parts.model
     names = [k for k, p in model.named_parameters() if p.requires_grad]
@@ -48,7 +49,8 @@ def dense_hessian(parts: TorchProblemParts) -> np.ndarray:
     training = model.training
     model.eval()
     try:
-        for start in range(0, N, DENSE_CHUNK):
+        chunks = range(0, N, DENSE_CHUNK)
+        for start in tqdm(chunks, desc="dense Hessian", disable=not progress, leave=False):
             x = parts.inputs[start:start + DENSE_CHUNK]
             y = parts.targets[start:start + DENSE_CHUNK]
             x = x.double() if x.is_floating_point() else x
@@ -88,7 +90,7 @@ def compute_reference(problem: Problem, *, progress: bool = True,
         return json.loads(path.read_text())
     t0 = time.perf_counter()
     if method == "dense":
-        ref = _dense(parts)
+        ref = _dense(parts, progress)
     elif method == "lanczos":
         ref = _lanczos(problem, progress)
     else:
@@ -101,10 +103,10 @@ def compute_reference(problem: Problem, *, progress: bool = True,
     return ref
 
 
-def _dense(parts: TorchProblemParts) -> dict[str, Any]:
+def _dense(parts: TorchProblemParts, progress: bool) -> dict[str, Any]:
     from scipy.linalg import eigh
 
-    H = dense_hessian(parts)
+    H = dense_hessian(parts, progress)
     w, V = eigh(H)
     res = [float(np.linalg.norm(H @ V[:, i] - w[i] * V[:, i])) for i in (-1, 0)]
     return {"lambda_max": float(w[-1]), "lambda_min": float(w[0]),
@@ -118,7 +120,8 @@ def _lanczos(problem: Problem, progress: bool) -> dict[str, Any]:
     from solvers.lanczos import Lanczos
 
     op = problem.operator("torch", dtype="float64", progress=progress)
-    runs = [Lanczos(tol=LANCZOS_TOL, max_steps=1000).solve(op, seed=s) for s in (0, 1)]
+    runs = [Lanczos(tol=LANCZOS_TOL, max_steps=1000).solve(op, seed=s, progress=progress)
+            for s in (0, 1)]
     a, b = runs
     for end in ("max", "min"):
         va, vb = getattr(a, f"lambda_{end}"), getattr(b, f"lambda_{end}")

@@ -108,3 +108,14 @@ def test_synthetic_cifar_problem_is_labelled_and_builds():
     assert prob.synthetic and "SYNTHETIC" in prob.description
     op = prob.operator(progress=False)
     assert op.num_samples == 16 and op.dtype == torch.float32
+
+
+def test_lanczos_reference_certifies_against_the_exact_spectrum():
+    prob = problems.get("quadratic-small", n=120)
+    ref = compute_reference(prob, progress=False, force_method="lanczos")
+    exact = prob.exact_reference()
+    assert ref["method"] == "lanczos"
+    assert ref["lambda_max"] == pytest.approx(exact["lambda_max"], rel=1e-9)
+    assert ref["lambda_min"] == pytest.approx(exact["lambda_min"], rel=1e-9)
+    assert ref["seed_1"]["lambda_min"] == pytest.approx(exact["lambda_min"], rel=1e-9)
+    assert compute_reference(prob, progress=False, force_method="lanczos") == ref  # cached

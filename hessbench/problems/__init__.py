@@ -21,12 +21,12 @@ _REGISTRY: dict[str, Callable[..., Problem]] = {
     "synthetic-cifar-resnet20": lambda subset=256, epochs=30, seed=0: cifar_problem(
         "synthetic-cifar-resnet20", "resnet20", subset=subset, synthetic=True, epochs=epochs,
         seed=seed),
-    "cifar10-resnet20": lambda subset=None, epochs=15, data_dir=None, seed=0: cifar_problem(
-        "cifar10-resnet20", "resnet20", subset=subset, synthetic=False, epochs=epochs,
-        data_dir=data_dir, seed=seed),
-    "cifar10-resnet18": lambda subset=None, epochs=10, data_dir=None, seed=0: cifar_problem(
-        "cifar10-resnet18", "resnet18", subset=subset, synthetic=False, epochs=epochs,
-        data_dir=data_dir, seed=seed),
+    "cifar10-resnet20": lambda subset=None, epochs=15, data_dir=None, download=False, seed=0:
+        cifar_problem("cifar10-resnet20", "resnet20", subset=subset, synthetic=False, epochs=epochs,
+                      data_dir=data_dir, download=download, seed=seed),
+    "cifar10-resnet18": lambda subset=None, epochs=10, data_dir=None, download=False, seed=0:
+        cifar_problem("cifar10-resnet18", "resnet18", subset=subset, synthetic=False, epochs=epochs,
+                      data_dir=data_dir, download=download, seed=seed),
 }
 
 

@@ -32,11 +32,20 @@ def digits_data(config: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def cifar10_data(config: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The real CIFAR-10 training set (or a seeded subset) from ``cifar-10-batches-py`` files."""
-    from hessbench.cifar import load_cifar10
+    """The real CIFAR-10 training set (or a seeded subset) from ``cifar-10-batches-py`` files.
 
-    return load_cifar10(config.get("data_dir") or os.environ.get("HESSBENCH_CIFAR10_DIR"),
-                        train=True, subset=config["subset"], seed=config["seed"])
+    With ``download=True`` and the files absent, torchvision fetches them into ``data_dir``
+    (where it imports and the network allows)."""
+    from hessbench.cifar import CifarDataError, download_cifar10, load_cifar10
+
+    root = config.get("data_dir") or os.environ.get("HESSBENCH_CIFAR10_DIR")
+    try:
+        return load_cifar10(root, train=True, subset=config["subset"], seed=config["seed"])
+    except CifarDataError:
+        if not (config.get("download") and root):
+            raise
+    download_cifar10(root)
+    return load_cifar10(root, train=True, subset=config["subset"], seed=config["seed"])
 
 
 def synthetic_cifar_data(config: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +122,8 @@ def digits_cnn() -> NetProblem:
 
 
 def cifar_problem(name: str, arch: str, *, subset: int | None, synthetic: bool,
-                  epochs: int, data_dir: str | None = None, seed: int = 0) -> NetProblem:
+                  epochs: int, data_dir: str | None = None, download: bool = False,
+                  seed: int = 0) -> NetProblem:
     """ResNet on CIFAR-10 (real files) or on synthetic CIFAR-shaped data (``synthetic=True``)."""
     from hessbench import resnet
 
@@ -130,4 +140,4 @@ def cifar_problem(name: str, arch: str, *, subset: int | None, synthetic: bool,
         load_data=synthetic_cifar_data if synthetic else cifar10_data, batch_size=128,
         recipe=Recipe(steps=steps, lr=0.05, optimizer="sgd", batch_size=batch,
                       weight_decay=5e-4, dtype="float32"),
-        local={"data_dir": data_dir})
+        local={"data_dir": data_dir, "download": download})
