@@ -111,6 +111,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from hessbench.compare import parse_seeds, run_grid, write_summary
+
+    runs = run_grid(args.problems, args.solvers, parse_seeds(args.seeds), args.output,
+                    progress=not args.quiet, backend=args.backend, tol=args.tol,
+                    budget=_budget(args), dtype=args.dtype, device=args.device)
+    print(write_summary(runs, args.output))
+    failed = [r for r in runs if r.get("status") == "error"]
+    for r in failed:
+        print(f"error: {r['problem']} {r['solver']} seed {r['seed']}: {r['message']}",
+              file=sys.stderr)
+    print(f"{len(runs)} runs in {args.output}/ (summary.md, summary.json)")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hessbench", description="Benchmark of eigensolvers for extreme eigenvalues of "
@@ -142,6 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="JSON file to write")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="run problems x solvers x seeds, write a summary")
+    p.add_argument("--problems", nargs="+", required=True)
+    p.add_argument("--solvers", nargs="+", required=True)
+    p.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,3,7")
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--tol", type=float, default=1e-3)
+    p.add_argument("--max-passes", type=float, default=1000)
+    p.add_argument("--max-seconds", type=float)
+    p.add_argument("--max-hvps", type=int)
+    p.add_argument("--dtype", choices=("float32", "float64"))
+    p.add_argument("--device")
+    p.add_argument("-o", "--output", required=True, help="folder for run records and summary")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="default job: offline problems x solvers, one table")
     p.add_argument("--problems", nargs="+", default=list(DEMO_PROBLEMS))

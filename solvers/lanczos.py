@@ -31,6 +31,7 @@ class RitzEnd:
     coeffs: np.ndarray
     residual: float
     error_bound: float
+    gap: float
 
     def converged(self, tol: float) -> bool:
         return self.error_bound <= tol * abs(self.value)
@@ -44,7 +45,7 @@ def ritz_ends(alphas: list[float], betas: list[float], beta_next: float) -> dict
         r = abs(beta_next * S[-1, i])
         gap = abs(theta[i] - theta[nb]) if len(theta) > 1 else 0.0
         bound = min(r, r * r / gap) if gap > 0 else r
-        ends[end] = RitzEnd(float(theta[i]), S[:, i], float(r), float(bound))
+        ends[end] = RitzEnd(float(theta[i]), S[:, i], float(r), float(bound), float(gap))
     return ends
 
 

@@ -1,7 +1,8 @@
 """Power iteration on full-data HVPs, for the largest and the smallest algebraic eigenvalue.
 
 Power iteration on a matrix B converges to the eigenvalue of largest *magnitude*. Here
-B = s (H - c I) with a sign s and shift c chosen so that the wanted end dominates:
+B = s (H - c I) with a sign s and shift c chosen so that the wanted end dominates
+(see ``solvers._shifted.solve_ends``):
 
 - lambda_max: B = H. If the converged Rayleigh quotient is negative, the dominant end was
   lambda_min, so the iteration restarts on B = H - theta I, whose dominant eigenvalue is
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from solvers._shifted import Shifted, solve_ends
 from solvers.base import Run, Solver
 from solvers.krylov import dot, norm
 
@@ -34,36 +36,24 @@ class PowerIteration(Solver):
             raise ValueError(f"max_steps must be positive, got {max_steps}")
         self.max_steps = max_steps
 
-    def _power(self, run: Run, end: str, sign: float, shift: float,
-               rng: np.random.Generator) -> tuple[float, bool]:
-        """Power iteration on sign * (H - shift I); returns (theta, converged)."""
+    def _power(self, run: Run, end: str, B: Shifted, rng: np.random.Generator
+               ) -> tuple[float, bool]:
+        """Power iteration on B; returns (Rayleigh quotient of H, converged)."""
         x = run.op.random_vector(rng)
         x = x / norm(x)
         previous = None
         for _ in range(self.max_steps):
             hx = run.matvec(x)
             theta = dot(x, hx)
-            r = hx - theta * x
-            run.estimate(end, theta, x, residual=norm(r))
+            run.estimate(end, theta, x, residual=norm(hx - theta * x))
             run.record()
             if previous is not None and abs(theta - previous) <= self.tol * abs(theta):
                 return theta, True
             previous = theta
-            y = sign * (hx - shift * x)
+            y = B.sign * (hx - B.shift * x)
             x = y / norm(y)
         return theta, False
 
     def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]:
-        lam_max, ok = self._power(run, "max", 1.0, 0.0, rng)
-        if ok and lam_max < 0:
-            lam_max, ok = self._power(run, "max", 1.0, lam_max, rng)
-        if not ok:
-            return "max_steps", f"lambda_max: no convergence in max_steps={self.max_steps}"
-        if which == "max":
-            return "converged", "relative change of lambda_max below tol"
-        if which == "min":
-            run.lam["max"] = None  # only asked for lambda_min; lambda_max served as the shift
-        _, ok = self._power(run, "min", -1.0, lam_max, rng)
-        if not ok:
-            return "max_steps", f"lambda_min: no convergence in max_steps={self.max_steps}"
-        return "converged", "relative change of the estimates below tol"
+        return solve_ends(run, which, lambda end, B: self._power(run, end, B, rng),
+                          restart_negative=True)

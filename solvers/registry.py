@@ -15,6 +15,16 @@ _BUILTIN = {
     "lanczos": "solvers.lanczos:Lanczos",
     "power": "solvers.power:PowerIteration",
     "arpack": "solvers.arpack:Arpack",
+    "stochastic-power": "solvers.stochastic_power:StochasticPower",
+    "momentum-power": "solvers.momentum_power:MomentumPower",
+    "oja": "solvers.oja:Oja",
+    "vr-pca": "solvers.vr_pca:VRPCA",
+    "increasing-batch-power": "solvers.increasing_batch:IncreasingBatchPower",
+    "thick-restart-lanczos": "solvers.thick_restart:ThickRestartLanczos",
+    "lobpcg": "solvers.lobpcg:LOBPCG",
+    "chebyshev": "solvers.chebyshev:ChebyshevFilter",
+    "block-lanczos": "solvers.block_lanczos:BlockLanczos",
+    "multifidelity-lanczos": "solvers.multifidelity:MultifidelityLanczos",
 }
 
 

@@ -1,0 +1,134 @@
+"""Thick-restart Lanczos (Wu & Simon 2000): extreme eigenvalues with a bounded Krylov basis.
+
+Lanczos with full reorthogonalisation builds an orthonormal basis Q (m <= max_basis vectors) with
+
+    H Q = Q T + beta q_{m+1} e_m^T,
+
+T symmetric. A Ritz pair (theta, z) of T gives x = Q z with ||H x - theta x|| = beta |z_m|, and
+the stopping rule per asked end is that of ``lanczos``: min(r, r^2/gap) <= tol |theta|, gap the
+distance to the next Ritz value. When the basis is full, the method restarts from the kept Ritz
+vectors Y = Q Z_K and the residual vector q_{m+1}; the new T is the arrowhead
+
+    [[diag(theta_K), s], [s^T, alpha]],   s_i = beta z_{m,i},
+
+continued by ordinary Lanczos steps (tridiagonal below it), so the relation above still holds
+exactly. Kept at a restart: the ``keep`` extreme Ritz pairs at each asked end (both ends for
+``which="both"``), and locked pairs: converged ones (r <= tol |theta|) elsewhere, typically the
+outliers at the other end. Locked pairs keep their small couplings s_i, so locking perturbs
+nothing; full reorthogonalisation deflates them from every new direction, so Lanczos does not
+spend steps rebuilding them after each restart. Locked pairs fill at most half of the free room,
+the outermost (by rank from the nearer end of the Ritz spectrum) first.
+
+Memory: the basis never holds more than ``max_basis`` vectors (plus the residual vector and,
+during a restart, the kept Ritz vectors being formed). With max_basis >= the steps needed it is
+plain full-reorthogonalisation Lanczos, step for step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from solvers.base import Run, Solver
+from solvers.block_lanczos import as_like
+from solvers.krylov import KrylovBasis, dot, norm
+
+
+def _end_index(end: str, keep: int, m: int) -> range:
+    """Indices (ascending Ritz values) of the ``keep`` extreme Ritz pairs at ``end``."""
+    return range(m - keep, m) if end == "max" else range(keep)
+
+
+class ThickRestartLanczos(Solver):
+    """Thick-restart Lanczos with locking on full-data HVPs; see the module docstring.
+
+    Options: ``tol``; ``max_basis`` (stored vectors, default 40); ``keep`` (Ritz vectors kept at
+    each asked end on a restart, default max(2, max_basis // 8), at most (max_basis - 2) // 2);
+    ``max_steps`` (HVPs, default 2000).
+    """
+
+    name = "thick-restart-lanczos"
+
+    def __init__(self, tol: float = 1e-3, max_basis: int = 40, keep: int | None = None,
+                 max_steps: int = 2000) -> None:
+        super().__init__(tol)
+        if max_basis < 4:
+            raise ValueError(f"max_basis must be at least 4, got {max_basis}")
+        if keep is None:
+            keep = min(max(2, max_basis // 8), (max_basis - 2) // 2)
+        if not 1 <= keep <= (max_basis - 2) // 2:
+            raise ValueError(f"keep must be in [1, (max_basis - 2) // 2 = {(max_basis - 2) // 2}]"
+                             f" (room for both ends and two Lanczos steps), got {keep}")
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be positive, got {max_steps}")
+        self.max_basis, self.keep, self.max_steps = max_basis, keep, max_steps
+
+    def _kept(self, theta: np.ndarray, resid: np.ndarray, ends: tuple[str, ...],
+              capacity: int) -> np.ndarray:
+        """Indices of the Ritz pairs kept at a restart: wanted ends, then locked ones."""
+        m = len(theta)
+        wanted = sorted({i for e in ends for i in _end_index(e, self.keep, m)})
+        room = capacity - len(wanted) - 1
+        outward = np.argsort(np.minimum(np.arange(m), m - 1 - np.arange(m)), kind="stable")
+        locked = [int(i) for i in outward
+                  if i not in wanted and resid[i] <= self.tol * abs(theta[i])]
+        return np.array(sorted(wanted + locked[: room // 2]))
+
+    @staticmethod
+    def _restart(basis: KrylovBasis, T: np.ndarray, theta: np.ndarray, Z: np.ndarray,
+                 beta: float) -> None:
+        """Overwrite the basis with the Ritz vectors Q Z and T with the arrowhead (no q yet)."""
+        Y = as_like(Z.T, basis.Q) @ basis.rows()
+        basis.k = 0
+        for row in range(Y.shape[0]):
+            basis.append(Y[row, ...])
+        k = len(theta)
+        T[:] = 0.0
+        T[np.arange(k), np.arange(k)] = theta
+        T[k, :k] = T[:k, k] = beta * Z[-1, :]
+
+    def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]:
+        op = run.op
+        ends = ("max", "min") if which == "both" else (which,)
+        capacity = min(self.max_basis, op.size)
+        q = op.random_vector(rng)
+        q = q / norm(q)
+        basis = KrylovBasis(q, capacity=capacity)
+        basis.append(q)
+        T = np.zeros((capacity, capacity))
+        for step in range(self.max_steps):
+            j = basis.k - 1
+            w = run.matvec(q)
+            T[j, j] = dot(q, w)
+            w = basis.orthogonalize(w)
+            beta = norm(w)
+            theta, Z = np.linalg.eigh(T[: j + 1, : j + 1])
+            resid = np.abs(beta * Z[-1, :])
+            breakdown = beta <= 1e-12 * np.abs(theta).max() or basis.k == op.size
+            done = []
+            for end, i, nb in (("max", -1, -2), ("min", 0, 1)):
+                if end not in ends:
+                    continue
+                r = 0.0 if breakdown else float(resid[i])
+                gap = abs(theta[i] - theta[nb]) if len(theta) > 1 else 0.0
+                done.append((min(r, r * r / gap) if gap > 0 else r) <= self.tol * abs(theta[i]))
+                run.estimate(end, theta[i], lambda c=Z[:, i]: basis.combine(c), residual=r)
+            run.record()
+            if breakdown:
+                return "converged", "invariant Krylov subspace: Ritz values are exact"
+            if all(done):
+                return "converged", f"error bound below tol={self.tol} after {step + 1} steps"
+            if basis.k < capacity:
+                q = w / beta
+                T[j, j + 1] = T[j + 1, j] = beta
+                basis.append(q)
+                continue
+            K = self._kept(theta, resid, ends, capacity)
+            self._restart(basis, T, theta[K], Z[:, K], beta)
+            q = w / beta
+            basis.append(q)
+            for end, i in (("max", len(theta) - 1), ("min", 0)):
+                if end in ends:  # the published Ritz vector is now basis row searchsorted(K, i)
+                    unit = np.zeros(len(K))
+                    unit[np.searchsorted(K, i)] = 1.0
+                    run.estimate(end, theta[i], lambda c=unit: basis.combine(c), run.res[end])
+        return "max_steps", f"no convergence in max_steps={self.max_steps}"
