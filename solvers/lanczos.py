@@ -14,7 +14,9 @@ invariant: its Ritz values are exact eigenvalues and the solve stops, converged.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.linalg import eigh_tridiagonal
@@ -49,6 +51,56 @@ def ritz_ends(alphas: list[float], betas: list[float], beta_next: float) -> dict
     return ends
 
 
+@dataclass
+class LanczosState:
+    """After ``steps`` Lanczos steps: the basis, T's diagonal and off-diagonal, the extreme
+    Ritz pairs and whether the Krylov space became invariant."""
+
+    steps: int
+    basis: KrylovBasis
+    alphas: list[float]
+    betas: list[float]
+    ritz: dict[str, RitzEnd]
+    breakdown: bool
+
+    def ritz_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """All Ritz values (ascending) and their coefficient vectors in the basis."""
+        return eigh_tridiagonal(np.asarray(self.alphas), np.asarray(self.betas[: self.steps - 1]))
+
+
+def lanczos_steps(run: Run, q: Any, max_steps: int, indices: np.ndarray | None = None,
+                  publish: tuple[str, ...] = ("max", "min")) -> Iterator[LanczosState]:
+    """Full-reorthogonalisation Lanczos on H (or on the fixed mini-batch H_S for ``indices``)
+    from the start vector ``q``. After each step it publishes the Ritz estimates of the ends in
+    ``publish``, records a trace row and yields the state. On a breakdown (an invariant Krylov
+    space: its Ritz values are exact eigenvalues of the operator) the residuals are published
+    as 0 and the iteration ends."""
+    q = q / norm(q)
+    basis = KrylovBasis(q, capacity=min(max_steps + 1, 64))
+    basis.append(q)
+    alphas: list[float] = []
+    betas: list[float] = []
+    for j in range(min(max_steps, run.op.size)):
+        w = run.matvec(q, indices)
+        alphas.append(dot(q, w))
+        w = basis.orthogonalize(w)
+        beta = norm(w)
+        ritz = ritz_ends(alphas, betas, beta)
+        breakdown = beta <= 1e-12 * max(abs(r.value) for r in ritz.values()) or \
+            basis.k == run.op.size
+        for end in publish:
+            pair = ritz[end]
+            run.estimate(end, pair.value, lambda c=pair.coeffs: basis.combine(c),
+                         residual=0.0 if breakdown else pair.residual)
+        run.record()
+        yield LanczosState(j + 1, basis, alphas, betas, ritz, breakdown)
+        if breakdown:
+            return
+        betas.append(beta)
+        q = w / beta
+        basis.append(q)
+
+
 class Lanczos(Solver):
     """Full-reorthogonalisation Lanczos on full-data HVPs (one data pass per step).
 
@@ -65,33 +117,10 @@ class Lanczos(Solver):
         self.max_steps = max_steps
 
     def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]:
-        op = run.op
         ends = ("max", "min") if which == "both" else (which,)
-        steps = min(self.max_steps, op.size)
-        q = op.random_vector(rng)
-        q = q / norm(q)
-        basis = KrylovBasis(q, capacity=min(steps + 1, 64))
-        basis.append(q)
-        alphas: list[float] = []
-        betas: list[float] = []
-        for j in range(steps):
-            w = run.matvec(q)
-            alphas.append(dot(q, w))
-            w = basis.orthogonalize(w)
-            beta = norm(w)
-            ritz = ritz_ends(alphas, betas, beta)
-            breakdown = beta <= 1e-12 * max(abs(r.value) for r in ritz.values()) or \
-                basis.k == op.size
-            for end in ("max", "min"):
-                pair = ritz[end]
-                run.estimate(end, pair.value, lambda c=pair.coeffs: basis.combine(c),
-                             residual=0.0 if breakdown else pair.residual)
-            run.record()
-            if breakdown:
+        for state in lanczos_steps(run, run.op.random_vector(rng), self.max_steps):
+            if state.breakdown:
                 return "converged", "invariant Krylov subspace: Ritz values are exact"
-            if all(ritz[e].converged(self.tol) for e in ends):
-                return "converged", f"error bound below tol={self.tol} after {j + 1} steps"
-            betas.append(beta)
-            q = w / beta
-            basis.append(q)
-        return "max_steps", f"no convergence in max_steps={steps}"
+            if all(state.ritz[e].converged(self.tol) for e in ends):
+                return "converged", f"error bound below tol={self.tol} after {state.steps} steps"
+        return "max_steps", f"no convergence in max_steps={min(self.max_steps, run.op.size)}"

@@ -23,11 +23,10 @@ r = ||H x - theta x||. Otherwise Lanczos goes on and checks again after as many 
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import eigh_tridiagonal
 
 from solvers.base import Run, Solver
 from solvers.krylov import KrylovBasis, dot, norm
-from solvers.lanczos import RitzEnd, ritz_ends
+from solvers.lanczos import RitzEnd, lanczos_steps
 
 
 class MultifidelityLanczos(Solver):
@@ -51,72 +50,34 @@ class MultifidelityLanczos(Solver):
         self.bottom_ritz, self.max_steps = bottom_ritz, max_steps
 
     def _warm_start(self, run: Run, rng: np.random.Generator):
-        """Stage 1: the start vector from Lanczos on a fixed subsample."""
+        """Stage 1: the start vector from Lanczos on a fixed subsample (publishes only its
+        lambda_max estimate: the subsample's bottom is biased by sampling noise)."""
         op = run.op
         indices = op.sample_indices(max(1, round(self.sample_fraction * op.num_samples)), rng)
-        q = op.random_vector(rng)
-        q = q / norm(q)
-        basis = KrylovBasis(q, capacity=self.sub_steps + 1)
-        basis.append(q)
-        alphas: list[float] = []
-        betas: list[float] = []
-        for _ in range(min(self.sub_steps, op.size)):
-            w = run.matvec(q, indices)
-            alphas.append(dot(q, w))
-            w = basis.orthogonalize(w)
-            beta = norm(w)
-            run.estimate("max", max(alphas) if len(alphas) == 1 else
-                         float(eigh_tridiagonal(np.asarray(alphas), np.asarray(betas),
-                                                eigvals_only=True)[-1]))
-            run.record()
-            if beta <= 1e-12 * abs(alphas[-1]) or basis.k == op.size:
-                break
-            betas.append(beta)
-            q = w / beta
-            basis.append(q)
-        _, S = eigh_tridiagonal(np.asarray(alphas), np.asarray(betas[: len(alphas) - 1]))
+        for state in lanczos_steps(run, op.random_vector(rng), self.sub_steps, indices,
+                                   publish=("max",)):
+            pass
+        _, S = state.ritz_vectors()
         p = min(self.bottom_ritz, S.shape[1] - 1)
         coeffs = S[:, -1] + (S[:, :p].sum(axis=1) / np.sqrt(p) if p else 0.0)
         g = op.random_vector(rng)
-        return basis.combine(coeffs) + g / norm(g)
+        return state.basis.combine(coeffs) + g / norm(g)
 
     def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]:
-        op = run.op
         ends = ("max", "min") if which == "both" else (which,)
-        q = self._warm_start(run, rng)
-        q = q / norm(q)
-        basis = KrylovBasis(q, capacity=min(op.size, 64))
-        basis.append(q)
-        alphas: list[float] = []
-        betas: list[float] = []
         next_check = 1
-        steps = min(self.max_steps, op.size)
-        for j in range(steps):
-            w = run.matvec(q)
-            alphas.append(dot(q, w))
-            w = basis.orthogonalize(w)
-            beta = norm(w)
-            ritz = ritz_ends(alphas, betas, beta)
-            for end in ("max", "min"):
-                pair = ritz[end]
-                run.estimate(end, pair.value, lambda c=pair.coeffs: basis.combine(c),
-                             residual=pair.residual)
-            run.record()
-            breakdown = beta <= 1e-12 * max(abs(r.value) for r in ritz.values())
-            if (j + 1 >= next_check or breakdown) and \
-                    all(ritz[e].converged(self.tol) for e in ends):
-                next_check = 2 * (j + 1)
-                if all([self._certify(run, end, ritz[end], basis) for end in ends]):
+        for state in lanczos_steps(run, self._warm_start(run, rng), self.max_steps):
+            if (state.steps >= next_check or state.breakdown) and \
+                    all(state.ritz[e].converged(self.tol) for e in ends):
+                next_check = 2 * state.steps
+                if all([self._certify(run, state.ritz[e], e, state.basis) for e in ends]):
                     return "converged", (f"full-data residual bound below tol={self.tol} "
-                                         f"after {j + 1} full-data Lanczos steps")
-            if breakdown or basis.k == op.size:
+                                         f"after {state.steps} full-data Lanczos steps")
+            if state.breakdown:
                 break
-            betas.append(beta)
-            q = w / beta
-            basis.append(q)
-        return "max_steps", f"no certified convergence in {j + 1} full-data steps"
+        return "max_steps", f"no certified convergence in {state.steps} full-data steps"
 
-    def _certify(self, run: Run, end: str, pair: RitzEnd, basis: KrylovBasis) -> bool:
+    def _certify(self, run: Run, pair: RitzEnd, end: str, basis: KrylovBasis) -> bool:
         """Accept ``end`` if min(r, r^2/gap) <= tol |theta| with the true full-data residual r
         of its Ritz vector (one full-data product); gap as estimated by the Ritz values."""
         x = basis.combine(pair.coeffs)
