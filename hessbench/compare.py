@@ -78,16 +78,21 @@ def _stats(values: list[float | None]) -> dict[str, Any]:
     n = len(values)
     if 2 * len(reached) <= n - (n % 2 == 0) or not reached:  # median undefined: < half reached
         return {"median": None, "q1": None, "q3": None, "reached": len(reached), "runs": n}
-    filled = np.array([v if v is not None else np.inf for v in values], dtype=float)
+    never = 1e300  # stands for "never reached" (infinite cost) without inf - inf in percentile
+    filled = np.array([v if v is not None else never for v in values], dtype=float)
     q1, med, q3 = np.percentile(filled, [25, 50, 75])
-    fix = lambda x: None if not np.isfinite(x) else float(x)  # noqa: E731
+    fix = lambda x: None if x >= never / 10 else float(x)  # noqa: E731
     return {"median": fix(med), "q1": fix(q1), "q3": fix(q3), "reached": len(reached), "runs": n}
 
 
 def summarise(runs: list[dict]) -> list[dict]:
-    """One row per (problem, solver): cost-to-eps statistics and self-stopped success."""
+    """One row per (problem, solver), solvers in registry order: cost-to-eps statistics and
+    self-stopped success."""
+    import solvers as solver_registry
+
+    order = {name: i for i, name in enumerate(solver_registry.available())}
     groups: dict[tuple[str, str], list[dict]] = {}
-    for r in runs:
+    for r in sorted(runs, key=lambda r: (order.get(r["solver"], len(order)), r["solver"])):
         groups.setdefault((r["problem"], r["solver"]), []).append(r)
     rows = []
     for (problem, solver), group in groups.items():
