@@ -39,6 +39,12 @@ class RitzEnd:
         return self.error_bound <= tol * abs(self.value)
 
 
+def error_bound(residual: float, gap: float) -> float:
+    """min(r, r^2/gap): some eigenvalue lies within r of theta, and within r^2/gap when the
+    rest of the spectrum is at least gap away (r alone when no gap is known)."""
+    return min(residual, residual * residual / gap) if gap > 0 else residual
+
+
 def ritz_ends(alphas: list[float], betas: list[float], beta_next: float) -> dict[str, RitzEnd]:
     """Extreme Ritz pairs of the tridiagonal T (diagonal alphas, off-diagonal betas)."""
     theta, S = eigh_tridiagonal(np.asarray(alphas), np.asarray(betas[: len(alphas) - 1]))
@@ -46,8 +52,8 @@ def ritz_ends(alphas: list[float], betas: list[float], beta_next: float) -> dict
     for end, i, nb in (("max", -1, -2), ("min", 0, 1)):
         r = abs(beta_next * S[-1, i])
         gap = abs(theta[i] - theta[nb]) if len(theta) > 1 else 0.0
-        bound = min(r, r * r / gap) if gap > 0 else r
-        ends[end] = RitzEnd(float(theta[i]), S[:, i], float(r), float(bound), float(gap))
+        ends[end] = RitzEnd(float(theta[i]), S[:, i], float(r), float(error_bound(r, gap)),
+                            float(gap))
     return ends
 
 

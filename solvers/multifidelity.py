@@ -26,7 +26,7 @@ import numpy as np
 
 from solvers.base import Run, Solver
 from solvers.krylov import KrylovBasis, dot, norm
-from solvers.lanczos import RitzEnd, lanczos_steps
+from solvers.lanczos import RitzEnd, error_bound, lanczos_steps
 
 
 class MultifidelityLanczos(Solver):
@@ -85,7 +85,6 @@ class MultifidelityLanczos(Solver):
         hx = run.matvec(x)
         theta = dot(x, hx)
         r = norm(hx - theta * x)
-        bound = min(r, r * r / pair.gap) if pair.gap > 0 else r
         run.estimate(end, theta, x, residual=r)
         run.record()
-        return bound <= self.tol * abs(theta)
+        return error_bound(r, pair.gap) <= self.tol * abs(theta)
