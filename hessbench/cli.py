@@ -1,4 +1,4 @@
-"""Command line: ``hessbench {problems,solvers,reference,run,demo}``."""
+"""Command line: ``hessbench {problems,solvers,reference,run,compare,demo,report}``."""
 
 from __future__ import annotations
 
@@ -112,7 +112,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from hessbench.compare import parse_seeds, run_grid, write_summary
+    from hessbench.compare import run_grid, write_summary
+    from hessbench.seeds import parse_seeds
 
     runs = run_grid(args.problems, args.solvers, parse_seeds(args.seeds), args.output,
                     progress=not args.quiet, backend=args.backend, tol=args.tol,
@@ -124,6 +125,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(f"{len(runs)} runs in {args.output}/ (summary.md, summary.json)")
     return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hessbench.report import build_report
+
+    command = "hessbench report " + " ".join(
+        [args.run_dir, "--output", args.output]
+        + (["--asv-results", args.asv_results] if args.asv_results else []))
+    written = build_report(args.run_dir, args.output, asv_results=args.asv_results,
+                           title=args.title, command=command)
+    print(f"wrote {written['readme']}, {written['html']} and {len(written['figures'])} "
+          f"figure(s) in {Path(args.output) / 'figures'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="results/demo")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("report", help="publishable report (README.md, index.html, figures) "
+                       "of the run records written by compare")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="folder of run records (JSON)")
+    p.add_argument("-o", "--output", required=True, help="report folder, e.g. reports/NAME/")
+    p.add_argument("--asv-results", metavar="PATH",
+                   help="also tabulate the latest asv values from this folder (.asv/results)")
+    p.add_argument("--title", help="report title (default: from the problems)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

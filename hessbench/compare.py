@@ -22,18 +22,6 @@ from hessbench.runner import EPSILONS, run_one, write_json
 SUCCESS_EPS = 0.01
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-4' -> [0..4]; '1,3,5' -> [1, 3, 5]; '7' -> [7]."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        lo, sep, hi = part.partition("-")
-        try:
-            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
-        except ValueError:
-            raise ValueError(f"bad seeds {text!r}: use e.g. 0-4 or 0,2,5") from None
-    return seeds
-
-
 def run_grid(problems: Iterable[str], solvers: Iterable[str], seeds: Iterable[int],
              output: str | Path, progress: bool = True, **run_options: Any) -> list[dict]:
     """Run every combination, writing ``output/<problem>_<solver>_seed<k>.json``.

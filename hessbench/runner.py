@@ -20,7 +20,7 @@ EPSILONS = (0.1, 0.01)
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for pkg in ("hessbench", "torch", "numpy", "scipy", "array-api-compat", "jax"):
+    for pkg in ("hessbench", "torch", "numpy", "scipy", "array-api-compat", "jax", "jaxlib"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -28,7 +28,9 @@ def versions() -> dict[str, str]:
     return out
 
 
-def device_description(device: str | None) -> str:
+def device_description(device: str | None, op: Any = None) -> str:
+    if hasattr(op, "describe_device"):  # the JAX operator knows its jax.Device
+        return op.describe_device()
     import torch
 
     if device is not None and str(device).startswith("cuda"):
@@ -64,7 +66,7 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
         "problem_config": prob.config, "problem_key": prob.key, "synthetic": prob.synthetic,
         "solver": solver, "solver_options": {"tol": tol, **(solver_options or {})},
         "backend": backend, "seed": seed, "which": which, "budget": budget or {},
-        "dtype": str(op.dtype).replace("torch.", ""), "device": device_description(device),
+        "dtype": str(op.dtype).replace("torch.", ""), "device": device_description(device, op),
         "parameters": op.size, "num_samples": op.num_samples,
         "host": socket.gethostname(), "platform": platform.platform(), "versions": versions(),
         "command": " ".join(sys.argv),

@@ -31,7 +31,8 @@ def dot(x: Any, y: Any) -> float:
 
 
 class KrylovBasis:
-    """Orthonormal vectors q_0..q_{k-1} of length n, as the rows of a (capacity, n) array."""
+    """Orthonormal vectors q_0..q_{k-1} of length n, as the rows of a (capacity, n) array;
+    the rows past k are zero."""
 
     def __init__(self, like: Any, capacity: int) -> None:
         self.xp = array_namespace(like)
@@ -52,11 +53,21 @@ class KrylovBasis:
             self.Q = self.Q.at[self.k].set(q)
         self.k += 1
 
+    def reset(self, rows: Any) -> None:
+        """Replace the basis by ``rows`` (orthonormal, as rows), e.g. at a thick restart."""
+        self.Q = self.xp.zeros_like(self.Q)
+        self.k = 0
+        for i in range(rows.shape[0]):
+            self.append(rows[i, ...])
+
     def orthogonalize(self, w: Any) -> Any:
-        """w minus its projection on the basis (two Gram-Schmidt passes)."""
+        """w minus its projection on the basis (two Gram-Schmidt passes).
+
+        Projects on the first 2^ceil(log2 k) rows (the rows past k are zero): at most twice
+        the work, and O(log k) distinct shapes, so JAX compiles O(log k) kernels, not k."""
         if self.k == 0:
             return w
-        Qk = self.rows()
+        Qk = self.Q[: min(self.Q.shape[0], 1 << (self.k - 1).bit_length()), ...]
         for _ in range(2):
             w = w - (Qk @ w) @ Qk
         return w

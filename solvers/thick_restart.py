@@ -77,10 +77,7 @@ class ThickRestartLanczos(Solver):
     def _restart(basis: KrylovBasis, T: np.ndarray, theta: np.ndarray, Z: np.ndarray,
                  beta: float) -> None:
         """Overwrite the basis with the Ritz vectors Q Z and T with the arrowhead (no q yet)."""
-        Y = as_like(Z.T, basis.Q) @ basis.rows()
-        basis.k = 0
-        for row in range(Y.shape[0]):
-            basis.append(Y[row, ...])
+        basis.reset(as_like(Z.T, basis.Q) @ basis.rows())
         k = len(theta)
         T[:] = 0.0
         T[np.arange(k), np.arange(k)] = theta

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from hessbench.cli import main
-from hessbench.compare import _stats, load_runs, parse_seeds, run_grid, summarise
+from hessbench.compare import _stats, load_runs, run_grid, summarise
+from hessbench.seeds import parse_seeds
 
 
 def test_parse_seeds():

@@ -47,12 +47,20 @@ class Problem(abc.ABC):
 
     def operator(self, backend: str = "torch", *, dtype: str | None = None,
                  device: str | None = None, progress: bool = True):
-        """The full-data Hessian operator of this problem on ``backend``."""
-        if backend != "torch":
-            raise ValueError(f"unknown backend {backend!r}; available: torch")
+        """The full-data Hessian operator of this problem on ``backend`` (``"torch"`` or
+        ``"jax"``). The JAX operator uses the same trained weights (converted by
+        :func:`hessbench.jax_models.from_torch`), data, loss and batch size, and the same flat
+        vector layout. ``dtype`` defaults to the problem's; a float64 JAX operator switches
+        ``jax_enable_x64`` on (see :mod:`backends.jax`)."""
+        if backend not in ("torch", "jax"):
+            raise ValueError(f"unknown backend {backend!r}; available: torch, jax")
+        parts = self.torch_parts(progress=progress)
+        if backend == "jax":
+            from hessbench.jax_models import operator_from_parts
+
+            return operator_from_parts(parts, dtype=dtype or self.dtype, device=device)
         from backends.torch import HessianOperator
 
-        parts = self.torch_parts(progress=progress)
         return HessianOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
                                batch_size=parts.batch_size, device=device,
                                dtype=getattr(torch, dtype or self.dtype))

@@ -1,0 +1,148 @@
+"""HVP throughput of the JAX and PyTorch backends side by side, on the same weights and data.
+
+For each problem it builds both operators (float32, the same chunk size), times full-data
+products v -> H v after a warm-up and prints samples per second (median over repeats), the
+JAX/PyTorch ratio, and the time of the first JAX product (trace + XLA compile of each chunk
+shape + one run) and of the first torch product, and each backend's relative error against
+torch's float64 product of the same vector.
+
+    python scripts/hvp_throughput.py                       # digits-cnn, synthetic-cifar-resnet20
+    python scripts/hvp_throughput.py --resnet-epochs 1     # a quicker-trained ResNet checkpoint
+    python scripts/hvp_throughput.py --problems digits-mlp --repeats 9 --torch-threads 1
+    python scripts/hvp_throughput.py --json results/cmp/throughput.json   # for hessbench report
+
+Checkpoints come from the problems' caches ($HESSBENCH_CACHE); a missing one is trained first
+(the default synthetic-cifar-resnet20 takes minutes on a CPU). Timings are wall-clock with the
+device synchronised; on a shared machine take the median of several runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+
+def timed(fn: Any, op: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    op.synchronize()
+    return time.perf_counter() - t0
+
+
+def measure(op: Any, v: Any, warmup: int, repeats: int) -> dict[str, float]:
+    first = timed(lambda: op.matvec(v), op)
+    for _ in range(warmup):
+        op.matvec(v)
+    times = [timed(lambda: op.matvec(v), op) for _ in range(repeats)]
+    med = statistics.median(times)
+    return {"first": first, "median": med, "min": min(times), "max": max(times),
+            "samples_per_s": op.num_samples / med}
+
+
+def problem(name: str, resnet_epochs: int | None) -> Any:
+    from hessbench import problems
+
+    if name == "synthetic-cifar-resnet20" and resnet_epochs is not None:
+        return problems.get(name, subset=256, epochs=resnet_epochs)
+    return problems.get(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--problems", nargs="+", default=["digits-cnn", "synthetic-cifar-resnet20"])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--resnet-epochs", type=int, default=None,
+                   help="train synthetic-cifar-resnet20 for this many epochs (default: the "
+                        "problem's 30); the weights, not the cost of an HVP, change")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch.set_num_threads (default: torch's own choice)")
+    p.add_argument("--json", metavar="PATH", help="also write the measurements as the "
+                   "throughput.json that `hessbench report` reads (put it in the RUN_DIR)")
+    args = p.parse_args(argv)
+
+    import jax
+    import torch
+
+    from backends.torch import HessianOperator as TorchOperator
+    from hessbench.jax_models import operator_from_parts
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    warnings.filterwarnings("ignore", message="backends.jax", category=UserWarning)
+    print(f"host: {platform.processor() or platform.machine()}, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), jax {jax.__version__} on {jax.devices()[0]}; "
+          f"{args.dtype}, chunks of {args.batch_size}, median of {args.repeats} after "
+          f"{args.warmup} warm-up products")
+    rows = []
+    for name in args.problems:
+        prob = problem(name, args.resnet_epochs)
+        parts = prob.torch_parts(progress=True)
+        top = TorchOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
+                            batch_size=args.batch_size, dtype=getattr(torch, args.dtype))
+        jop = operator_from_parts(parts, dtype=args.dtype, batch_size=args.batch_size)
+        v = np.random.default_rng(0).standard_normal(top.size)
+        truth = TorchOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
+                              batch_size=args.batch_size, dtype=torch.float64)
+        hv = truth.matvec(truth.asarray(v)).numpy()
+        rel = {k: float(np.linalg.norm(np.asarray(out, dtype=np.float64) - hv)
+                        / np.linalg.norm(hv))
+               for k, out in (("torch", top.matvec(top.asarray(v)).double().numpy()),
+                              ("jax", jop.matvec(jop.asarray(v))))}
+        # fresh operators so that the first timed call includes the compile
+        top = TorchOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
+                            batch_size=args.batch_size, dtype=getattr(torch, args.dtype))
+        jop = operator_from_parts(parts, dtype=args.dtype, batch_size=args.batch_size)
+        jax.clear_caches()
+        res = {"torch": measure(top, top.asarray(v), args.warmup, args.repeats),
+               "jax": measure(jop, jop.asarray(v), args.warmup, args.repeats)}
+        rows.append((name, top.size, top.num_samples, res, rel, jop.trace_count))
+
+    head = (f"{'problem':26s} {'params':>8s} {'N':>6s} | {'torch samples/s':>15s} "
+            f"{'jax samples/s':>14s} {'jax/torch':>9s} | {'torch 1st call':>14s} "
+            f"{'jax 1st call':>12s} {'jax compile':>11s} | {'torch err':>9s} {'jax err':>8s}")
+    print(head)
+    print("-" * len(head))
+    for name, n, N, res, rel, traces in rows:
+        t, j = res["torch"], res["jax"]
+        compile_s = j["first"] - j["median"]
+        print(f"{name:26s} {n:8,d} {N:6,d} | {t['samples_per_s']:15,.0f} "
+              f"{j['samples_per_s']:14,.0f} {j['samples_per_s'] / t['samples_per_s']:9.2f} | "
+              f"{t['first']:13.2f}s {j['first']:11.2f}s {compile_s:10.2f}s | "
+              f"{rel['torch']:9.1e} {rel['jax']:8.1e}")
+    print("samples/s = N / median seconds of one full-data product; 'jax compile' = first "
+          "call - median (trace + XLA compile of each chunk shape); 'err' = "
+          "||Hv - Hv_64|| / ||Hv_64|| against torch's float64 product. Spread (min-max "
+          "seconds):")
+    for name, *_, res, _, traces in rows:
+        spread = ", ".join(f"{k} {r['min']:.3f}-{r['max']:.3f}" for k, r in res.items())
+        print(f"  {name}: {spread}; jax traces (compiled shapes): {traces}")
+    if args.json:
+        from hessbench.runner import versions
+
+        device = {"torch": f"cpu ({torch.get_num_threads()} threads)",
+                  "jax": str(jax.devices()[0])}
+        results = [{"problem": name, "backend": backend, "dtype": args.dtype,
+                    "batch_size": args.batch_size, "samples_per_second": r["samples_per_s"],
+                    "median_seconds": r["median"], "first_call_seconds": r["first"],
+                    "parameters": n, "num_samples": N, "device": device[backend]}
+                   for name, n, N, res, *_ in rows for backend, r in res.items()]
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "versions": versions(),
+                       "host": platform.node(), "warmup": args.warmup,
+                       "repeats": args.repeats}, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

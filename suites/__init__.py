@@ -1,0 +1,1 @@
+"""asv benchmark suites for hessbench (see ``asv.conf.json`` and the README, "Benchmarks")."""

@@ -1,0 +1,151 @@
+"""The report builder (``hessbench report``) on a small generated grid of run records."""
+
+import base64
+import json
+import re
+import struct
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from hessbench.cli import main  # noqa: E402
+from hessbench.report import build_report, load_asv_results  # noqa: E402
+from hessbench.runner import run_one, write_json  # noqa: E402
+
+SOLVERS = ("lanczos", "power")
+SEEDS = (0, 1)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, _cache):
+    """quadratic-small x {lanczos, power} x 2 seeds (40 data passes at most), one run that
+    raised (as ``hessbench compare`` records it) and a throughput.json."""
+    out = tmp_path_factory.mktemp("runs")
+    for solver in SOLVERS:
+        for seed in SEEDS:
+            record = run_one("quadratic-small", solver, seed=seed,
+                             budget={"max_passes": 40}, progress=False)
+            write_json(record, out / f"quadratic-small_{solver}_seed{seed}.json")
+    write_json({"problem": "quadratic-small", "solver": "broken", "seed": 0, "status": "error",
+                "message": "RuntimeError: boom", "traceback": "..."},
+               out / "quadratic-small_broken_seed0.json")
+    (out / "throughput.json").write_text(json.dumps([
+        {"problem": "digits-mlp", "backend": b, "dtype": "float32", "batch_size": bs,
+         "samples_per_second": s * bs ** 0.5, "device": "cpu"}
+        for b, s in (("torch", 900.0), ("jax", 1500.0)) for bs in (64, 256, 1024)]))
+    return out
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_report_writes_readme_html_tables_and_figures(run_dir, tmp_path):
+    out = tmp_path / "report"
+    written = build_report(run_dir, out)
+    readme = (out / "README.md").read_text()
+    index = (out / "index.html").read_text()
+
+    # every figure exists, is a real, reasonably large PNG, and is referenced
+    names = {"convergence_quadratic-small.png", "data_profile.png", "hvp_throughput.png"}
+    assert {p.name for p in written["figures"].values()} == names
+    for name in names:
+        path = out / "figures" / name
+        width, height = _png_size(path)
+        assert path.stat().st_size > 10_000 and width >= 800 and height >= 400
+        assert f"](figures/{name})" in readme
+    # the HTML is self-contained: one embedded PNG per figure, no external images
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', index)
+    assert len(embedded) == len(names)
+    assert all(base64.b64decode(e)[:4] == b"\x89PNG" for e in embedded)
+    assert "figures/" not in index
+
+    # setup: reference eigenvalues and method, budget, seeds, versions, reproduce command
+    assert "| quadratic-small |" in readme and "| 100 | -0.5 | exact |" in readme
+    assert '{"max_passes": 40}' in readme and "| seeds | 0, 1 |" in readme
+    assert "torch 2." in readme and "hessbench report" in readme
+    assert "hessbench compare --problems quadratic-small --solvers lanczos power broken " \
+           f"--seeds 0-1 --max-passes 40 -o {run_dir}" in readme
+
+    # tables: one row per solver, the winner marked (lanczos reaches 1% on both ends; power
+    # never finds lambda_min in 40 passes), the failed run listed
+    assert readme.count("| **lanczos** (winner) |") == 3  # passes, seconds, self-stopped
+    assert re.search(r"\n\| power \| [\d.]+ \[.*\] / never \(0/2\) / never \(0/2\) \|", readme)
+    assert "| power | 0/2 | 0% |" in readme and "| **lanczos** (winner) | 2/2 | 100% |" in readme
+    assert "| quadratic-small | broken | 0 | RuntimeError: boom |" in readme
+    assert '<tr class="winner"><td><strong>lanczos</strong> (winner)</td>' in index
+    assert index.count("<table>") == readme.count("\n|---")  # every table, in HTML too
+    # throughput table
+    assert "| digits-mlp | jax | float32 | 1024 |" in readme
+
+    rows = json.loads((out / "summary.json").read_text())
+    assert {r["solver"] for r in rows} == {"lanczos", "power", "broken"}
+
+
+def test_report_without_throughput_skips_that_figure(run_dir, tmp_path):
+    src = tmp_path / "runs"
+    src.mkdir()
+    for path in run_dir.glob("quadratic-small_*.json"):
+        (src / path.name).write_text(path.read_text())
+    written = build_report(src, tmp_path / "report")
+    assert "throughput" not in written["figures"]
+    assert not (tmp_path / "report" / "figures" / "hvp_throughput.png").exists()
+    assert "HVP throughput" not in (tmp_path / "report" / "README.md").read_text()
+
+
+def test_cli_report(run_dir, tmp_path, capsys):
+    out = tmp_path / "cli-report"
+    assert main(["report", str(run_dir), "--output", str(out)]) == 0
+    assert (out / "README.md").exists() and (out / "index.html").exists()
+    assert "wrote" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "empty"), "--output", str(out)]) == 2
+    assert "no run records" in capsys.readouterr().err
+
+
+def test_report_folds_in_asv_results(run_dir, tmp_path):
+    asv_results = pytest.importorskip("asv.results")
+    from asv import util
+    from asv.runner import BenchmarkResult
+
+    folder = tmp_path / "asv" / "testbox"
+    folder.mkdir(parents=True)
+    util.write_json(str(folder / "machine.json"), {"machine": "testbox"}, api_version=1)
+    benchmarks = {
+        "bench_accuracy.Accuracy.track_passes_to_1pct_both": {
+            "name": "bench_accuracy.Accuracy.track_passes_to_1pct_both", "type": "track",
+            "unit": "data passes", "version": "1", "param_names": ["backend", "solver"],
+            "params": [["'torch'", "'jax'"], ["'lanczos'", "'power'"]]},
+        "bench_time.HVP.time_hvp": {
+            "name": "bench_time.HVP.time_hvp", "type": "time", "unit": "seconds",
+            "version": "1", "param_names": ["backend"], "params": [["'torch'", "'jax'"]]},
+    }
+    util.write_json(str(tmp_path / "asv" / "benchmarks.json"), benchmarks, api_version=2)
+    res = asv_results.Results({"machine": "testbox", "python": "3.11"}, {}, "a" * 40,
+                              1_700_000_000_000, "3.11", "existing-py", {})
+    values = {"bench_accuracy.Accuracy.track_passes_to_1pct_both": [23.0, float("nan"),
+                                                                      None, 31.0],
+              "bench_time.HVP.time_hvp": [0.0125, 0.0021]}
+    for name, vals in values.items():
+        res.add_result(benchmarks[name], BenchmarkResult(
+            result=vals, samples=[None] * len(vals), number=[None] * len(vals), errcode=0,
+            stderr="", profile=None))
+    res.save(str(tmp_path / "asv"))
+
+    rows = load_asv_results(tmp_path / "asv")
+    got = {(r["benchmark"].rsplit(".", 1)[1], tuple(r["params"].values())): r["value"]
+           for r in rows}
+    assert got[("track_passes_to_1pct_both", ("torch", "lanczos"))] == 23.0
+    assert got[("time_hvp", ("jax",))] == 0.0021
+
+    out = tmp_path / "report"
+    build_report(run_dir, out, asv_results=tmp_path / "asv")
+    readme = (out / "README.md").read_text()
+    assert "## asv benchmarks (latest values)" in readme
+    assert "| torch | lanczos | 23 |" in readme and "| jax | power | 31 |" in readme
+    # values are in itertools.product order of the params: (torch, power) is NaN (skipped:
+    # a combination skipped for every benchmark is left out), (jax, lanczos) None (failed)
+    assert "| jax | lanczos | failed |" in readme and "| torch | power |" not in readme
+    assert "| jax | 2.1 ms |" in readme and "commit aaaaaaaa" in readme
