@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -130,9 +131,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from hessbench.report import build_report
 
-    command = "hessbench report " + " ".join(
-        [args.run_dir, "--output", args.output]
-        + (["--asv-results", args.asv_results] if args.asv_results else []))
+    command = shlex.join(["hessbench", "report", args.run_dir, "--output", args.output]
+                         + (["--asv-results", args.asv_results] if args.asv_results else [])
+                         + (["--title", args.title] if args.title else []))
     written = build_report(args.run_dir, args.output, asv_results=args.asv_results,
                            title=args.title, command=command)
     print(f"wrote {written['readme']}, {written['html']} and {len(written['figures'])} "

@@ -331,6 +331,13 @@ def plot_data_profiles(runs: list[dict], path: Path, colors: dict[str, tuple[str
     plt.close(fig)
 
 
+def throughput_command(run_dir: str | Path) -> str | None:
+    """The command recorded in ``RUN_DIR/throughput.json`` (its ``"command"`` key), if any."""
+    path = Path(run_dir) / THROUGHPUT_FILE
+    data = json.loads(path.read_text()) if path.exists() else None
+    return data.get("command") if isinstance(data, dict) else None
+
+
 def load_throughput(run_dir: str | Path) -> list[dict[str, Any]]:
     """The measurements of ``RUN_DIR/throughput.json`` (see module docstring), or []."""
     path = Path(run_dir) / THROUGHPUT_FILE
@@ -352,55 +359,41 @@ def load_throughput(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_throughput(rows: list[dict[str, Any]], path: Path) -> None:
-    """Samples/s vs batch size, one panel per problem, one line per (backend, dtype)."""
+    """One panel per problem: a bar of samples/s per (backend, dtype, batch size), each bar
+    labelled with its value and its ratio to the first backend's bar of the same dtype and
+    batch size (linear axis per panel: problems differ by orders of magnitude)."""
     plt = _plt()
-    from matplotlib.ticker import FuncFormatter, NullLocator
 
     problems = list(dict.fromkeys(r["problem"] for r in rows))
     ncols = min(3, len(problems))
     nrows = math.ceil(len(problems) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols + 2.5, 5.2 * nrows),
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols + 2.0, 4.6 * nrows),
                              constrained_layout=True, squeeze=False)
-    series = list(dict.fromkeys((r["backend"], str(r["dtype"])) for r in rows))
-    palette = {"torch": ["#ee4c2c", "#f4a582"], "jax": ["#1f4e9c", "#6baed6"]}
-    used: Counter[str] = Counter()
-    style = {}
-    for backend, dtype in series:
-        shades = palette.get(backend, _COLORS[2 + len(style):])
-        style[(backend, dtype)] = (shades[used[backend] % len(shades)],
-                                   "o-" if used[backend] == 0 else "s--")
-        used[backend] += 1
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    color = {"torch": "#ee4c2c", "jax": "#1f4e9c"}
     for ax, problem in zip(axes.flat, problems):
-        for key in series:
-            pts = sorted((r["batch_size"], r["samples_per_second"]) for r in rows
-                         if r["problem"] == problem and (r["backend"], str(r["dtype"])) == key)
-            if not pts:
-                continue
-            color, marker = style[key]
-            x, y = zip(*pts)
-            ax.plot(x, y, marker, color=color, lw=2.2, ms=7, label=f"{key[0]} {key[1]}")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        sizes = sorted({r["batch_size"] for r in rows if r["problem"] == problem})
-        ax.set_xticks(sizes, [str(b) for b in sizes])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(
-            lambda v, _: f"{v:,.0f}" if str(f"{v:.0e}")[0] in "25" else ""))
-        ax.set_xlabel("batch size (samples per HVP chunk)")
-        ax.set_ylabel("HVP throughput (samples/s)")
+        mine = sorted((r for r in rows if r["problem"] == problem),
+                      key=lambda r: (str(r["dtype"]), r["batch_size"],
+                                     backends.index(r["backend"])))
+        base: dict[tuple[str, int], float] = {}
+        for i, r in enumerate(mine):
+            key = (str(r["dtype"]), r["batch_size"])
+            value = float(r["samples_per_second"])
+            base.setdefault(key, value)
+            ax.barh(i, value, color=color.get(r["backend"], _COLORS[i % len(_COLORS)]))
+            ratio = "" if base[key] == value else f"  ({value / base[key]:.2f}x)"
+            ax.text(value, i, f" {value:,.0f}{ratio}", va="center", fontsize=12)
+        ax.set_yticks(range(len(mine)), [f"{r['backend']} {r['dtype']}\nbatch {r['batch_size']}"
+                                         for r in mine])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1.45 * max(float(r["samples_per_second"]) for r in mine))
+        ax.set_xlabel("HVP throughput (samples/s)")
         ax.set_title(problem)
     for ax in list(axes.flat)[len(problems):]:
         ax.set_visible(False)
-    handles, labels = {}, {}
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="outside right center",
-               title="backend, dtype", frameon=False)
-    devices = sorted({str(r["device"]) for r in rows if r.get("device")})
-    fig.suptitle("HVP throughput: PyTorch vs JAX" + (f" ({', '.join(devices)})" if devices
-                                                     else ""))
+    devices = sorted({f"{r['backend']}: {r['device']}" for r in rows if r.get("device")})
+    fig.suptitle("HVP throughput, PyTorch vs JAX" + (f"\n({'; '.join(devices)})" if devices
+                                                    else ""))
     fig.savefig(path)
     plt.close(fig)
 
@@ -767,6 +760,8 @@ def _blocks(run_dir: Path, runs: list[dict], rows: list[dict], problems: list[st
         ["# the grid (as recorded in the run records)" if recorded else
          "# the grid (rebuilt from the run records)"]
         + (recorded or _compare_command(runs, run_dir))
+        + ([f"# HVP throughput ({THROUGHPUT_FILE} in the run folder)",
+            throughput_command(run_dir)] if throughput and throughput_command(run_dir) else [])
         + ["# this report",
            command or f"hessbench report {run_dir} --output {out}"])))
 

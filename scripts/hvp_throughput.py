@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
+import sys
 import statistics
 import time
 import warnings
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                    for name, n, N, res, *_ in rows for backend, r in res.items()]
         with open(args.json, "w") as f:
             json.dump({"results": results, "versions": versions(),
+                       "command": shlex.join(["python3", "scripts/hvp_throughput.py",
+                                              *sys.argv[1:]]),
                        "host": platform.node(), "warmup": args.warmup,
                        "repeats": args.repeats}, f, indent=1)
         print(f"wrote {args.json}")
