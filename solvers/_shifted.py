@@ -91,6 +91,26 @@ class WindowedMean:
         return bool(abs(m - previous) <= tol * abs(m))
 
 
+def windowed_iteration(run: Run, end: str, op: Shifted, x: Any,
+                       batches: Callable[[], np.ndarray | None], window: int, tol: float,
+                       max_steps: int, update: Callable[[int, Any, Any], Any]
+                       ) -> tuple[float, bool]:
+    """Iterate x <- update(t, x, B_{S_t} x) on fresh batches S_t from the unit vector x,
+    publishing (one trace row per step) the windowed mean of the H Rayleigh quotients and
+    stopping when :class:`WindowedMean` passes its test. Returns (that mean, whether it passed).
+    """
+    estimate = WindowedMean(window)
+    for t in range(max_steps):
+        bx = op.apply(run, x, batches())
+        estimate.push(op.to_h(dot(x, bx)))
+        run.estimate(end, estimate.mean, x)
+        run.record()
+        if estimate.converged(tol):
+            return estimate.mean, True
+        x = update(t, x, bx)
+    return estimate.mean, False
+
+
 def spectral_scale(run: Run, end: str, op: Shifted, x: Any, steps: int,
                    batches: Callable[[], np.ndarray | None]) -> float:
     """L = max_k ||B_S x_k|| over ``steps`` power steps x <- B_S x / ||B_S x|| on fresh batches

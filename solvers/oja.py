@@ -24,12 +24,14 @@ or not w has converged, so the test can pass early on slow ends: the method's kn
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from solvers._shifted import (Shifted, WindowedMean, batch_or_none, check_positive, draw,
-                              solve_ends, spectral_scale)
+from solvers._shifted import (Shifted, batch_or_none, check_positive, draw, solve_ends,
+                              spectral_scale, windowed_iteration)
 from solvers.base import Run, Solver
-from solvers.krylov import dot, norm
+from solvers.krylov import norm
 
 
 class Oja(Solver):
@@ -57,18 +59,13 @@ class Oja(Solver):
             scale = spectral_scale(run, end, op, x / norm(x), self.warmup_steps,
                                    lambda: draw(run, batch, rng))
             w = run.op.random_vector(rng)
-            w = w / norm(w)
-            estimate = WindowedMean(self.window)
-            for t in range(self.max_steps):
-                bw = op.apply(run, w, draw(run, batch, rng))
-                estimate.push(op.to_h(dot(w, bw)))
-                run.estimate(end, estimate.mean, w)
-                run.record()
-                if estimate.converged(self.tol):
-                    return estimate.mean, True
+
+            def step(t: int, w: Any, bw: Any) -> Any:
                 eta = self.eta0 / (2 * scale * (1 + t / self.t0))
                 y = w + eta * (bw + scale * w)
-                w = y / norm(y)
-            return estimate.mean, False
+                return y / norm(y)
+
+            return windowed_iteration(run, end, op, w / norm(w), lambda: draw(run, batch, rng),
+                                      self.window, self.tol, self.max_steps, step)
 
         return solve_ends(run, which, one_end, restart_negative=False)

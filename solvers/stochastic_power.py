@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from solvers._shifted import (Shifted, WindowedMean, batch_or_none, check_positive, draw,
-                              solve_ends)
+from solvers._shifted import (Shifted, batch_or_none, check_positive, draw, solve_ends,
+                              windowed_iteration)
 from solvers.base import Run, Solver
-from solvers.krylov import dot, norm
+from solvers.krylov import norm
 
 
 class StochasticPower(Solver):
@@ -39,16 +39,8 @@ class StochasticPower(Solver):
 
         def one_end(end: str, op: Shifted) -> tuple[float, bool]:
             x = run.op.random_vector(rng)
-            x = x / norm(x)
-            estimate = WindowedMean(self.window)
-            for _ in range(self.max_steps):
-                bx = op.apply(run, x, draw(run, batch, rng))
-                estimate.push(op.to_h(dot(x, bx)))
-                run.estimate(end, estimate.mean, x)
-                run.record()
-                if estimate.converged(self.tol):
-                    return estimate.mean, True
-                x = bx / norm(bx)
-            return estimate.mean, False
+            return windowed_iteration(run, end, op, x / norm(x), lambda: draw(run, batch, rng),
+                                      self.window, self.tol, self.max_steps,
+                                      lambda t, x, bx: bx / norm(bx))
 
         return solve_ends(run, which, one_end, restart_negative=True)
