@@ -79,6 +79,10 @@ class HVPOperator(abc.ABC):
     def synchronize(self) -> None:
         """Wait for queued device work (call before reading a clock)."""
 
+    def describe_device(self) -> str:
+        """Where the products run, for run records (e.g. ``cuda:0 (NVIDIA H100)``)."""
+        return "unspecified"
+
     # -- public API ---------------------------------------------------------------------------
     def matvec(self, v: Any, indices: Any = None) -> Any:
         """H v (all samples) or H_S v for the sample indices S; charges N or |S| samples."""

@@ -16,6 +16,7 @@ switched off process-wide (TF32 error ~1e-3 |H| would swamp a small lambda_min).
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -227,3 +228,9 @@ class HessianOperator(HVPOperator):
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def describe_device(self) -> str:
+        if self.device.type == "cuda":
+            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        return (f"{self.device.type} ({platform.processor() or platform.machine()}, "
+                f"{torch.get_num_threads()} threads)")

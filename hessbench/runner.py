@@ -28,16 +28,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def device_description(device: str | None, op: Any = None) -> str:
-    if hasattr(op, "describe_device"):  # the JAX operator knows its jax.Device
-        return op.describe_device()
-    import torch
-
-    if device is not None and str(device).startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def cost_to_eps(trace: list[Any], reference: dict[str, float]) -> dict[str, Any]:
     """Cost to reach and stay within each eps, per end and for both ends together."""
     out: dict[str, Any] = {}
@@ -66,7 +56,7 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
         "problem_config": prob.config, "problem_key": prob.key, "synthetic": prob.synthetic,
         "solver": solver, "solver_options": {"tol": tol, **(solver_options or {})},
         "backend": backend, "seed": seed, "which": which, "budget": budget or {},
-        "dtype": str(op.dtype).replace("torch.", ""), "device": device_description(device, op),
+        "dtype": str(op.dtype).replace("torch.", ""), "device": op.describe_device(),
         "parameters": op.size, "num_samples": op.num_samples,
         "host": socket.gethostname(), "platform": platform.platform(), "versions": versions(),
         "command": " ".join(sys.argv),
