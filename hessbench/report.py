@@ -95,15 +95,15 @@ def build_report(run_dir: str | Path, output: str | Path, *,
         path = fig_dir / "data_profile.png"
         plot_data_profiles(labelled, path, colors)
         figures["data_profile"] = path
-    throughput = load_throughput(run_dir)
+    throughput, throughput_cmd = load_throughput(run_dir)
     if throughput:
         path = fig_dir / "hvp_throughput.png"
         plot_throughput(throughput, path)
         figures["throughput"] = path
     asv_rows = load_asv_results(asv_results) if asv_results is not None else None
 
-    blocks = _blocks(run_dir, labelled, rows, problems, figures, out, throughput, asv_rows,
-                     title=title, command=command)
+    blocks = _blocks(run_dir, labelled, rows, problems, figures, out, throughput, throughput_cmd,
+                     asv_rows, title=title, command=command)
     readme = out / "README.md"
     readme.write_text(render_markdown(blocks))
     index = out / "index.html"
@@ -331,19 +331,14 @@ def plot_data_profiles(runs: list[dict], path: Path, colors: dict[str, tuple[str
     plt.close(fig)
 
 
-def throughput_command(run_dir: str | Path) -> str | None:
-    """The command recorded in ``RUN_DIR/throughput.json`` (its ``"command"`` key), if any."""
-    path = Path(run_dir) / THROUGHPUT_FILE
-    data = json.loads(path.read_text()) if path.exists() else None
-    return data.get("command") if isinstance(data, dict) else None
-
-
-def load_throughput(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The measurements of ``RUN_DIR/throughput.json`` (see module docstring), or []."""
+def load_throughput(run_dir: str | Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The measurements of ``RUN_DIR/throughput.json`` (see module docstring) and the command
+    recorded with them (its ``"command"`` key), or ([], None)."""
     path = Path(run_dir) / THROUGHPUT_FILE
     if not path.exists():
-        return []
+        return [], None
     data = json.loads(path.read_text())
+    command = data.get("command") if isinstance(data, dict) else None
     if isinstance(data, dict):
         data = data.get("results", [])
     if not isinstance(data, list):
@@ -355,7 +350,7 @@ def load_throughput(run_dir: str | Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: measurement {i} lacks {missing}; each needs "
                              f"{', '.join(THROUGHPUT_KEYS)}")
         rows.append(m)
-    return rows
+    return rows, command
 
 
 def plot_throughput(rows: list[dict[str, Any]], path: Path) -> None:
@@ -698,7 +693,8 @@ def _winner_line(rows: list[dict], problem: str) -> str:
 
 def _blocks(run_dir: Path, runs: list[dict], rows: list[dict], problems: list[str],
             figures: dict[str, Path], out: Path, throughput: list[dict],
-            asv_rows: list[dict] | None, *, title: str | None, command: str | None
+            throughput_cmd: str | None, asv_rows: list[dict] | None, *, title: str | None,
+            command: str | None
             ) -> list[tuple[str, Any]]:
     ok = [r for r in runs if r.get("status") != "error"]
     errors = [r for r in runs if r.get("status") == "error"]
@@ -760,8 +756,8 @@ def _blocks(run_dir: Path, runs: list[dict], rows: list[dict], problems: list[st
         ["# the grid (as recorded in the run records)" if recorded else
          "# the grid (rebuilt from the run records)"]
         + (recorded or _compare_command(runs, run_dir))
-        + ([f"# HVP throughput ({THROUGHPUT_FILE} in the run folder)",
-            throughput_command(run_dir)] if throughput and throughput_command(run_dir) else [])
+        + ([f"# HVP throughput ({THROUGHPUT_FILE} in the run folder)", throughput_cmd]
+           if throughput and throughput_cmd else [])
         + ["# this report",
            command or f"hessbench report {run_dir} --output {out}"])))
 

@@ -96,6 +96,23 @@ def test_report_without_throughput_skips_that_figure(run_dir, tmp_path):
     assert "HVP throughput" not in (tmp_path / "report" / "README.md").read_text()
 
 
+def test_throughput_object_form_and_its_command_are_reported(run_dir, tmp_path):
+    """throughput.json as written by scripts/hvp_throughput.py --json: {"results": [...],
+    "command": ...}; the measurements are tabulated and the command is listed to reproduce."""
+    src = tmp_path / "runs"
+    src.mkdir()
+    for path in run_dir.glob("quadratic-small_*.json"):
+        (src / path.name).write_text(path.read_text())
+    rows = json.loads((run_dir / "throughput.json").read_text())
+    command = "python3 scripts/hvp_throughput.py --json runs/throughput.json"
+    (src / "throughput.json").write_text(json.dumps({"results": rows, "command": command}))
+    written = build_report(src, tmp_path / "report")
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "throughput" in written["figures"]
+    assert command in readme.split("### Reproduce", 1)[1].split("## Results", 1)[0]
+    assert "| digits-mlp | jax | float32 | 1024 |" in readme
+
+
 def test_cli_report(run_dir, tmp_path, capsys):
     out = tmp_path / "cli-report"
     assert main(["report", str(run_dir), "--output", str(out)]) == 0
