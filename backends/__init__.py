@@ -7,4 +7,7 @@ Backends import lazily: ``import backends.torch`` or ``import backends.jax``.
 
 from backends.base import CostMeter, HVPOperator, NonFiniteHVPError
 
-__all__ = ["CostMeter", "HVPOperator", "NonFiniteHVPError"]
+__all__ = ["BACKENDS", "CostMeter", "HVPOperator", "NonFiniteHVPError"]
+
+#: the backends every problem builds its operator on (``Problem.operator(backend)``)
+BACKENDS = ("torch", "jax")

@@ -32,12 +32,6 @@ def _solve_all() -> dict[str, Any]:
                         r = run_one(problem, solver, backend=backend, seed=seed, tol=common.TOL,
                                     budget=dict(common.BUDGET), device=common.device(backend),
                                     progress=False)
-                    except ValueError as err:
-                        if "backend" in str(err):
-                            records[key] = {"skip": str(err)}
-                            continue
-                        records[key] = {"error": f"{type(err).__name__}: {err}"}
-                        continue
                     except Exception as err:  # noqa: BLE001 - reported by the benchmarks
                         records[key] = {"error": f"{type(err).__name__}: {err}"}
                         continue

@@ -23,6 +23,7 @@ import importlib
 import os
 from typing import Any
 
+from backends import BACKENDS as BACKENDS_KNOWN
 from hessbench.seeds import parse_seeds
 
 CPU_PROBLEMS = ("quadratic-small", "digits-mlp")
@@ -52,6 +53,8 @@ SEEDS = parse_seeds(os.environ.get("HESSBENCH_ASV_SEEDS", "").strip() or "0-1")
 
 def backend_skip_reason(backend: str) -> str | None:
     """Why ``backend`` cannot run here, or None if it can."""
+    if backend not in BACKENDS_KNOWN:
+        return f"unknown backend {backend!r}; available: {', '.join(BACKENDS_KNOWN)}"
     if backend == "torch":
         return None
     try:
@@ -105,13 +108,7 @@ def operator(backend: str, problem: str) -> Any:
     from hessbench import problems
 
     require(backend, problem)
-    prob = problems.get(problem)
-    try:
-        op = prob.operator(backend, device=device(backend), progress=False)
-    except ValueError as err:
-        if "backend" in str(err):  # the problem does not support this backend (yet)
-            raise NotImplementedError(str(err)) from err
-        raise
+    op = problems.get(problem).operator(backend, device=device(backend), progress=False)
     block(op.matvec(op.random_vector(np.random.default_rng(0))))
     op.synchronize()
     return op

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import torch
 
+from backends import BACKENDS
 from hessbench.cache import key_of
 
 
@@ -52,8 +53,8 @@ class Problem(abc.ABC):
         :func:`hessbench.jax_models.from_torch`), data, loss and batch size, and the same flat
         vector layout. ``dtype`` defaults to the problem's; a float64 JAX operator switches
         ``jax_enable_x64`` on (see :mod:`backends.jax`)."""
-        if backend not in ("torch", "jax"):
-            raise ValueError(f"unknown backend {backend!r}; available: torch, jax")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
         parts = self.torch_parts(progress=progress)
         if backend == "jax":
             from hessbench.jax_models import operator_from_parts
