@@ -41,6 +41,16 @@ class CostMeter:
         return self.samples, self.hvp_calls
 
 
+def sample_indices(num_samples: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random subset of ``batch_size`` distinct indices of ``range(num_samples)``
+    (sorted); the whole range, drawing nothing from ``rng``, when ``batch_size == num_samples``."""
+    if not 1 <= batch_size <= num_samples:
+        raise ValueError(f"batch_size must be in [1, {num_samples}], got {batch_size}")
+    if batch_size == num_samples:
+        return np.arange(num_samples)
+    return np.sort(rng.choice(num_samples, size=batch_size, replace=False))
+
+
 class HVPOperator(abc.ABC):
     """Symmetric linear operator v -> H v on flat parameter vectors of one array type.
 
@@ -115,11 +125,7 @@ class HVPOperator(abc.ABC):
 
     def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         """A uniformly random subset of ``batch_size`` distinct sample indices (sorted)."""
-        if not 1 <= batch_size <= self.num_samples:
-            raise ValueError(f"batch_size must be in [1, {self.num_samples}], got {batch_size}")
-        if batch_size == self.num_samples:
-            return np.arange(self.num_samples)
-        return np.sort(rng.choice(self.num_samples, size=batch_size, replace=False))
+        return sample_indices(self.num_samples, batch_size, rng)
 
     def random_vector(self, rng: np.random.Generator) -> Any:
         """A standard normal vector (drawn in NumPy float64 so all backends agree for a seed)."""

@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 
 
-def subsample_noise(H: np.ndarray, H_S: np.ndarray, bottom: int = 10) -> dict[str, float]:
-    """The statistics above for one subsample, in units of |lambda_min(H)|."""
-    lam, vecs = np.linalg.eigh(H)
-    scale = abs(lam[0])
+def subsample_noise(H: np.ndarray, lambda_min: float, v_min: np.ndarray, H_S: np.ndarray,
+                    bottom: int = 10) -> dict[str, float]:
+    """The statistics above for one subsample, in units of |lambda_min(H)|; ``lambda_min``
+    and ``v_min`` are the smallest eigenpair of H (computed once for all subsamples)."""
+    scale = abs(lambda_min)
     err = np.linalg.eigvalsh(H_S - H)
     lam_s, vecs_s = np.linalg.eigh(H_S)
     x = vecs_s[:, 0]
@@ -43,7 +44,7 @@ def subsample_noise(H: np.ndarray, H_S: np.ndarray, bottom: int = 10) -> dict[st
         "error_eigs_above_lmin": int(np.sum(np.abs(err) > scale)),
         "lmin_subsample": float(lam_s[0] / scale),
         "rayleigh_bottom": float(x @ H @ x / scale),
-        "overlap_bottom": float(np.linalg.norm(vecs_s[:, :bottom].T @ vecs[:, 0])),
+        "overlap_bottom": float(np.linalg.norm(vecs_s[:, :bottom].T @ v_min)),
     }
 
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
 
+    from backends.base import sample_indices
     from hessbench import problems
     from hessbench.reference import dense_hessian
     from hessbench.seeds import parse_seeds
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = problems.get(args.problem).torch_parts(progress=False)
     H = dense_hessian(parts)
     N, n = len(parts.inputs), H.shape[0]
-    lmin, lmax = np.linalg.eigvalsh(H)[[0, -1]]
+    lam, vecs = np.linalg.eigh(H)
+    lmin, lmax = lam[0], lam[-1]
     print(f"{args.problem}: n={n} parameters, N={N} samples, lambda_max={lmax:.6g}, "
           f"lambda_min={lmin:.6g}; columns in units of |lambda_min|")
     print(f"{'|S|/N':>8} {'seed':>4} {'||H_S-H||':>10} {'#>|lmin|':>9} {'lmin(H_S)':>10} "
@@ -73,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     for fraction in args.fractions:
         for seed in parse_seeds(args.seeds):
             size = max(1, round(fraction * N))
-            S = np.sort(np.random.default_rng(seed).choice(N, size, replace=False))
+            S = sample_indices(N, size, np.random.default_rng(seed))
             sub = dataclasses.replace(parts, inputs=parts.inputs[S], targets=parts.targets[S])
             row = {"fraction": fraction, "seed": seed, "size": size,
-                   **subsample_noise(H, dense_hessian(sub))}
+                   **subsample_noise(H, lmin, vecs[:, 0], dense_hessian(sub))}
             rows.append(row)
             print(f"{fraction:8.4g} {seed:4d} {row['error_norm']:10.3g} "
                   f"{row['error_eigs_above_lmin']:9d} {row['lmin_subsample']:10.3g} "

@@ -27,14 +27,15 @@ def test_statistics_of_a_planted_error(script):
     H = np.diag([-1.0, *np.arange(1.0, n)])
     E = np.zeros((n, n))
     E[0, 0], E[5, 5], E[7, 7] = 3.0, -2.5, 0.5  # lifts the bottom direction to +2
-    stats = script.subsample_noise(H, H + E, bottom=1)
+    e0 = np.eye(n)[:, 0]  # the bottom eigenvector of H, eigenvalue -1
+    stats = script.subsample_noise(H, -1.0, e0, H + E, bottom=1)
     assert stats["error_norm"] == pytest.approx(3.0)
     assert stats["error_eigs_above_lmin"] == 2
     # bottom of H + E: e_0 now sits at +2, so the new bottom is e_1 at +1
     assert stats["lmin_subsample"] == pytest.approx(1.0)
     assert stats["rayleigh_bottom"] == pytest.approx(1.0)
     assert stats["overlap_bottom"] == pytest.approx(0.0, abs=1e-12)
-    exact = script.subsample_noise(H, H, bottom=3)
+    exact = script.subsample_noise(H, -1.0, e0, H, bottom=3)
     assert exact["error_norm"] == 0 and exact["error_eigs_above_lmin"] == 0
     assert exact["rayleigh_bottom"] == pytest.approx(-1.0) and exact["overlap_bottom"] == pytest.approx(1.0)
 
