@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 from typing import Any
 
@@ -59,11 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     from backends.base import sample_indices
     from hessbench import problems
     from hessbench.reference import dense_hessian
+    from hessbench.runner import versions
     from hessbench.seeds import parse_seeds
 
     if not all(0 < f <= 1 for f in args.fractions):
         p.error(f"fractions must be in (0, 1], got {args.fractions}")
-    parts = problems.get(args.problem).torch_parts(progress=False)
+    problem = problems.get(args.problem)
+    parts = problem.torch_parts(progress=False)
     H = dense_hessian(parts)
     N, n = len(parts.inputs), H.shape[0]
     lam, vecs = np.linalg.eigh(H)
@@ -86,9 +89,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['rayleigh_bottom']:9.3g} {row['overlap_bottom']:8.3f}", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"problem": args.problem, "parameters": n, "samples": N,
+            json.dump({"problem": args.problem, "problem_config": problem.config,
+                       "synthetic": problem.synthetic, "dtype": "float64", "device": "cpu",
+                       "versions": versions(), "parameters": n, "samples": N,
                        "lambda_max": float(lmax), "lambda_min": float(lmin), "rows": rows,
-                       "command": " ".join(["python3", *sys.argv])}, fh, indent=1)
+                       "command": shlex.join(["python3", "scripts/subsample_noise.py",
+                                              *(sys.argv[1:] if argv is None else argv)])},
+                      fh, indent=1)
     return 0
 
 

@@ -48,6 +48,10 @@ def test_cli_on_the_quadratic(script, tmp_path, capsys):
                         "--seeds", "0", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["lambda_min"] == pytest.approx(-0.5) and data["lambda_max"] == pytest.approx(100)
+    assert data["problem_config"]["n"] == 200 and data["synthetic"] and data["dtype"] == "float64"
+    assert {"python", "torch", "numpy"} <= set(data["versions"])
+    assert data["command"] == ("python3 scripts/subsample_noise.py --problem quadratic-small "
+                               f"--fractions 0.5 1 --seeds 0 --json {out}")
     half, full = data["rows"]
     assert full["size"] == 1000 and full["error_norm"] < 1e-9
     assert full["rayleigh_bottom"] == pytest.approx(-1.0) and full["overlap_bottom"] == pytest.approx(1.0)
