@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump({"results": results, "versions": versions(),
                        "command": shlex.join(["python3", "scripts/hvp_throughput.py",
-                                              *sys.argv[1:]]),
+                                              *(sys.argv[1:] if argv is None else argv)]),
                        "host": platform.node(), "warmup": args.warmup,
                        "repeats": args.repeats}, f, indent=1)
         print(f"wrote {args.json}")
