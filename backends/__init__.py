@@ -1,11 +1,11 @@
 """HVP operators: the Hessian of a mean loss over N samples as a linear operator on flat vectors.
 
-Every backend subclasses :class:`backends.base.HVPOperator`, which validates shapes, checks
-that each HVP is finite and charges every HVP to a :class:`backends.base.CostMeter`.
-Backends import lazily: ``import backends.torch`` or ``import backends.jax``.
+Every backend subclasses :class:`hessbench.backends.base.HVPOperator`, which validates shapes, checks
+that each HVP is finite and charges every HVP to a :class:`hessbench.backends.base.CostMeter`.
+Backends import lazily: ``import hessbench.backends.torch`` or ``import hessbench.backends.jax``.
 """
 
-from backends.base import CostMeter, HVPOperator, NonFiniteHVPError
+from hessbench.backends.base import CostMeter, HVPOperator, NonFiniteHVPError
 
 __all__ = ["BACKENDS", "CostMeter", "HVPOperator", "NonFiniteHVPError"]
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from backends.base import HVPOperator
+from hessbench.backends.base import HVPOperator
 
 
 class DenseOperator(HVPOperator):

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from backends.base import HVPOperator
+from hessbench.backends.base import HVPOperator
 
 __all__ = ["HessianOperator", "resolve_device", "x64_enabled"]
 
@@ -57,8 +57,8 @@ def _enable_x64() -> None:
         return
     jax.config.update("jax_enable_x64", True)
     warnings.warn(
-        "backends.jax: a float64 operator needs 64-bit JAX, so jax_enable_x64 has been switched "
-        "ON for the whole process (jax.config.update('jax_enable_x64', True)). Existing arrays "
+        "hessbench.backends.jax: a float64 operator needs 64-bit JAX, so jax_enable_x64 has "
+        "been switched ON for the whole process (jax.config.update('jax_enable_x64', True)). Existing arrays "
         "keep their dtypes, but new JAX arrays created without an explicit dtype are now 64-bit "
         "(jnp.array(1.0) is float64, jnp.arange(3) int64). Enable it yourself at start-up to "
         "silence this warning, or use dtype='float32'.",

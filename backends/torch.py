@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, jvp, vmap
 
-from backends.base import HVPOperator
+from hessbench.backends.base import HVPOperator
 
 Batch = tuple[Any, Any]
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import solvers
+from hessbench import solvers
 from hessbench import problems
 
 DEMO_PROBLEMS = ("quadratic", "digits-mlp", "digits-cnn")

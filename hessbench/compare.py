@@ -27,7 +27,7 @@ def run_grid(problems: Iterable[str], solvers: Iterable[str], seeds: Iterable[in
     """Run every combination, writing ``output/<problem>_<solver>_seed<k>.json``.
 
     Unknown problem or solver names raise before anything runs."""
-    import solvers as solver_registry
+    from hessbench import solvers as solver_registry
     from hessbench import problems as problem_registry
 
     problems, solvers, seeds = list(problems), list(solvers), list(seeds)
@@ -76,7 +76,7 @@ def _stats(values: list[float | None]) -> dict[str, Any]:
 def summarise(runs: list[dict]) -> list[dict]:
     """One row per (problem, solver), solvers in registry order: cost-to-eps statistics and
     self-stopped success."""
-    import solvers as solver_registry
+    from hessbench import solvers as solver_registry
 
     order = {name: i for i, name in enumerate(solver_registry.available())}
     groups: dict[tuple[str, str], list[dict]] = {}

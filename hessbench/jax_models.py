@@ -5,7 +5,7 @@ structure: ``apply_fn(params, x)`` is its forward pass in plain ``jax.numpy``/``
 ``params`` an ``OrderedDict`` of NumPy arrays keyed by the torch parameter names, in the order
 of ``model.named_parameters()`` and in torch's layouts (Linear weight (out, in), Conv2d weight
 OIHW, images NCHW). ``jax.flatten_util.ravel_pytree(params)`` therefore gives exactly the flat
-vector of ``backends.torch.HessianOperator``: the same seed draws the same start vector on both
+vector of ``hessbench.backends.torch.HessianOperator``: the same seed draws the same start vector on both
 backends, and vectors move between them unchanged.
 
 Supported: ``nn.Sequential``, ``nn.Linear``, ``nn.Conv2d`` (zero padding, any stride, dilation,
@@ -237,7 +237,7 @@ def operator_from_parts(parts: Any, *, dtype: Any = None, device: Any = None,
                         batch_size: int | None = None):
     """The JAX ``HessianOperator`` of a problem's ``TorchProblemParts`` (same weights, data,
     loss and batch size as the torch operator, hence the same flat vectors)."""
-    from backends.jax import HessianOperator
+    from hessbench.backends.jax import HessianOperator
 
     apply_fn, params = from_torch(parts.model)
     loss = loss_from_torch(parts.loss_fn)

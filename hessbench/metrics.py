@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from solvers.result import TraceRow
+from hessbench.solvers.result import TraceRow
 
 ENDS = ("max", "min")
 

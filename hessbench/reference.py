@@ -116,8 +116,8 @@ def _dense(parts: TorchProblemParts, progress: bool) -> dict[str, Any]:
 
 
 def _lanczos(problem: Problem, progress: bool) -> dict[str, Any]:
-    from solvers.krylov import to_numpy
-    from solvers.lanczos import Lanczos
+    from hessbench.solvers.krylov import to_numpy
+    from hessbench.solvers.lanczos import Lanczos
 
     op = problem.operator("torch", dtype="float64", progress=progress)
     runs = [Lanczos(tol=LANCZOS_TOL, max_steps=1000).solve(op, seed=s, progress=progress)

@@ -124,7 +124,7 @@ def _label_by_backend(runs: list[dict]) -> list[dict]:
 
 def _solver_order(names: Iterable[str]) -> list[str]:
     try:
-        import solvers
+        from hessbench import solvers
 
         known = solvers.available()
     except Exception:  # noqa: BLE001 - colours only

@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import solvers
+from hessbench import solvers
 from hessbench import problems
 from hessbench.metrics import ENDS, errors, time_to_eps
 from hessbench.reference import compute_reference

@@ -75,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     import torch
 
-    from backends.torch import HessianOperator as TorchOperator
+    from hessbench.backends.torch import HessianOperator as TorchOperator
     from hessbench.jax_models import operator_from_parts
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    warnings.filterwarnings("ignore", message="backends.jax", category=UserWarning)
+    warnings.filterwarnings("ignore", message="hessbench.backends.jax", category=UserWarning)
     print(f"host: {platform.processor() or platform.machine()}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), jax {jax.__version__} on {jax.devices()[0]}; "
           f"{args.dtype}, chunks of {args.batch_size}, median of {args.repeats} after "

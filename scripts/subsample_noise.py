@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
 
-    from backends.base import sample_indices
+    from hessbench.backends.base import sample_indices
     from hessbench import problems
     from hessbench.reference import dense_hessian
     from hessbench.runner import versions

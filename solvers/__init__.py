@@ -3,14 +3,14 @@
 Solvers see flat vectors of whatever array type the operator uses (torch, JAX, NumPy) through
 the Python array API; small dense work (tridiagonal eigenproblems) is float64 NumPy/SciPy.
 
-    import solvers
+    from hessbench import solvers
     solver = solvers.get("lanczos", tol=1e-3)
     result = solver.solve(op, which="both", seed=0, budget=solvers.Budget(max_passes=50))
 """
 
-from solvers.base import Solver
-from solvers.registry import UnknownSolverError, available, get, solver_class
-from solvers.result import Budget, EigenResult, TraceRow
+from hessbench.solvers.base import Solver
+from hessbench.solvers.registry import UnknownSolverError, available, get, solver_class
+from hessbench.solvers.result import Budget, EigenResult, TraceRow
 
 __all__ = ["Budget", "EigenResult", "Solver", "TraceRow", "UnknownSolverError", "available",
            "get", "solver_class"]

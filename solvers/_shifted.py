@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from solvers.base import Run
-from solvers.krylov import dot, norm
+from hessbench.solvers.base import Run
+from hessbench.solvers.krylov import dot, norm
 
 OneEnd = Callable[[str, "Shifted"], tuple[float, bool]]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
-from solvers.base import Run, Solver
-from solvers.krylov import to_numpy
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.krylov import to_numpy
 
 
 class Arpack(Solver):

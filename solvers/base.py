@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from backends.base import HVPOperator, NonFiniteHVPError
-from solvers.result import Budget, EigenResult, TraceRow
+from hessbench.backends.base import HVPOperator, NonFiniteHVPError
+from hessbench.solvers.result import Budget, EigenResult, TraceRow
 
 WHICH = ("both", "max", "min")
 
@@ -124,7 +124,7 @@ class Solver(abc.ABC):
         """Estimate lambda_max and/or lambda_min (largest / smallest algebraic) of ``op``.
 
         Args:
-            op: an :class:`backends.base.HVPOperator`.
+            op: an :class:`hessbench.backends.base.HVPOperator`.
             which: ``"both"``, ``"max"`` or ``"min"``.
             seed: seeds every random choice (start vectors, mini-batches).
             budget: a :class:`Budget` (or dict of its fields) limiting passes, seconds, HVPs.

@@ -28,8 +28,8 @@ import numpy as np
 from array_api_compat import array_namespace, device
 from scipy.linalg import eig_banded
 
-from solvers.base import Run, Solver
-from solvers.krylov import KrylovBasis, norm, to_numpy
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.krylov import KrylovBasis, norm, to_numpy
 
 
 def as_like(matrix: np.ndarray, like: Any) -> Any:

@@ -27,9 +27,9 @@ import numpy as np
 from array_api_compat import array_namespace
 from scipy.linalg import eigh_tridiagonal
 
-from solvers.base import Run, Solver
-from solvers.block_lanczos import append_orthonormal, as_like, column_norms, small
-from solvers.krylov import KrylovBasis, dot, norm
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.block_lanczos import append_orthonormal, as_like, column_norms, small
+from hessbench.solvers.krylov import KrylovBasis, dot, norm
 
 
 def chebyshev_filter(run: Run, sign: float, X: Any, degree: int, cut: float, upper: float,

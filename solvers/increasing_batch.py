@@ -3,7 +3,7 @@
 Stage i runs ``steps[i]`` power steps x <- B_S x / ||B_S x|| on fresh batches of
 ``batches[i]`` samples (None, or N or more: full data), each stage starting from the previous
 stage's iterate. The last stage (default full data) runs until the stopping rule of
-:mod:`solvers.power`, |theta_k - theta_{k-1}| <= tol |theta_k| for the Rayleigh quotients
+:mod:`hessbench.solvers.power`, |theta_k - theta_{k-1}| <= tol |theta_k| for the Rayleigh quotients
 theta_k = x_k^T H_S x_k of consecutive steps, or ``max_steps`` (when ``steps[-1]`` is None).
 The test is applied in the last stage only; if that stage is a mini-batch one, the test is on
 noisy Rayleigh quotients. Default schedule: batches (64, 1000, N), steps (20, 20, until the
@@ -11,7 +11,7 @@ test passes).
 
 B = H for lambda_max, restarted on H - theta I if theta < 0 (the dominant end was lambda_min);
 B = c I - H for lambda_min with c the lambda_max estimate of this solver (the whole schedule,
-run first; see :mod:`solvers._shifted`).
+run first; see :mod:`hessbench.solvers._shifted`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from solvers._shifted import Shifted, batch_or_none, check_positive, draw, solve_ends
-from solvers.base import Run, Solver
-from solvers.krylov import dot, norm
+from hessbench.solvers._shifted import Shifted, batch_or_none, check_positive, draw, solve_ends
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.krylov import dot, norm
 
 
 class IncreasingBatchPower(Solver):

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from scipy.linalg import eigh_tridiagonal
 
-from solvers.base import Run, Solver
-from solvers.krylov import KrylovBasis, dot, norm
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.krylov import KrylovBasis, dot, norm
 
 
 @dataclass

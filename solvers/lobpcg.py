@@ -23,8 +23,8 @@ from typing import Any, Callable
 import numpy as np
 from array_api_compat import array_namespace
 
-from solvers.base import Run, Solver
-from solvers.block_lanczos import as_like, column_norms, small
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.block_lanczos import as_like, column_norms, small
 
 
 def svqb_transform(G: np.ndarray, drop: float) -> np.ndarray:

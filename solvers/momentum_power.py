@@ -27,10 +27,10 @@ Eigenvalue estimate: the Rayleigh quotient theta_t = x_t^T H_S x_t. Stopping rul
   so consecutive Rayleigh quotients can agree to 1e-3 while 4e-3 off.
 - mini-batch form: the mini-batch residual is noise, so the test is on the mean of the last
   ``window`` Rayleigh quotients: relative change between disjoint windows <= tol
-  (:class:`solvers._shifted.WindowedMean`); it can pass early on slow ends.
+  (:class:`hessbench.solvers._shifted.WindowedMean`); it can pass early on slow ends.
 
 The momentum iteration, like power iteration, converges to the largest-magnitude end, hence the
-restart on H - theta I (:mod:`solvers._shifted`).
+restart on H - theta I (:mod:`hessbench.solvers._shifted`).
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 from scipy.linalg import eigh_tridiagonal
 
-from solvers._shifted import (Shifted, WindowedMean, batch_or_none, check_positive, draw,
+from hessbench.solvers._shifted import (Shifted, WindowedMean, batch_or_none, check_positive, draw,
                               solve_ends)
-from solvers.base import Run, Solver
-from solvers.krylov import KrylovBasis, dot, norm
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.krylov import KrylovBasis, dot, norm
 
 
 class MomentumPower(Solver):

@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from solvers.base import Run, Solver
-from solvers.krylov import KrylovBasis, dot, norm
-from solvers.lanczos import RitzEnd, error_bound, lanczos_steps
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.krylov import KrylovBasis, dot, norm
+from hessbench.solvers.lanczos import RitzEnd, error_bound, lanczos_steps
 
 
 class MultifidelityLanczos(Solver):

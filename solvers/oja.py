@@ -18,7 +18,7 @@ with a fresh batch S_t per step; eta0 = 1, t0 = 100 steps by default, so eta_t l
 
 Eigenvalue estimate: mean of the mini-batch Rayleigh quotients w_t^T H_{S_t} w_t over the last
 ``window`` steps. Stopping rule: its relative change between disjoint windows is at most tol
-(:class:`solvers._shifted.WindowedMean`). As eta_t decays, the change per window shrinks whether
+(:class:`hessbench.solvers._shifted.WindowedMean`). As eta_t decays, the change per window shrinks whether
 or not w has converged, so the test can pass early on slow ends: the method's known failure.
 """
 
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from solvers._shifted import (Shifted, batch_or_none, check_positive, draw, solve_ends,
+from hessbench.solvers._shifted import (Shifted, batch_or_none, check_positive, draw, solve_ends,
                               spectral_scale, windowed_iteration)
-from solvers.base import Run, Solver
-from solvers.krylov import norm
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.krylov import norm
 
 
 class Oja(Solver):

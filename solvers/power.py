@@ -2,7 +2,7 @@
 
 Power iteration on a matrix B converges to the eigenvalue of largest *magnitude*. Here
 B = s (H - c I) with a sign s and shift c chosen so that the wanted end dominates
-(see ``solvers._shifted.solve_ends``):
+(see ``hessbench.solvers._shifted.solve_ends``):
 
 - lambda_max: B = H. If the converged Rayleigh quotient is negative, the dominant end was
   lambda_min, so the iteration restarts on B = H - theta I, whose dominant eigenvalue is
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from solvers._shifted import Shifted, solve_ends
-from solvers.base import Run, Solver
-from solvers.krylov import dot, norm
+from hessbench.solvers._shifted import Shifted, solve_ends
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.krylov import dot, norm
 
 
 class PowerIteration(Solver):

@@ -1,5 +1,5 @@
 """Solver registry: built-ins plus third-party solvers from the entry-point group
-``hessbench.solvers`` (each entry point names a :class:`solvers.base.Solver` subclass)."""
+``hessbench.solvers`` (each entry point names a :class:`hessbench.solvers.base.Solver` subclass)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,24 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from solvers.base import Solver
+from hessbench.solvers.base import Solver
 
 ENTRY_POINT_GROUP = "hessbench.solvers"
 
 _BUILTIN = {
-    "lanczos": "solvers.lanczos:Lanczos",
-    "power": "solvers.power:PowerIteration",
-    "arpack": "solvers.arpack:Arpack",
-    "stochastic-power": "solvers.stochastic_power:StochasticPower",
-    "momentum-power": "solvers.momentum_power:MomentumPower",
-    "oja": "solvers.oja:Oja",
-    "vr-pca": "solvers.vr_pca:VRPCA",
-    "increasing-batch-power": "solvers.increasing_batch:IncreasingBatchPower",
-    "thick-restart-lanczos": "solvers.thick_restart:ThickRestartLanczos",
-    "lobpcg": "solvers.lobpcg:LOBPCG",
-    "chebyshev": "solvers.chebyshev:ChebyshevFilter",
-    "block-lanczos": "solvers.block_lanczos:BlockLanczos",
-    "multifidelity-lanczos": "solvers.multifidelity:MultifidelityLanczos",
+    "lanczos": "hessbench.solvers.lanczos:Lanczos",
+    "power": "hessbench.solvers.power:PowerIteration",
+    "arpack": "hessbench.solvers.arpack:Arpack",
+    "stochastic-power": "hessbench.solvers.stochastic_power:StochasticPower",
+    "momentum-power": "hessbench.solvers.momentum_power:MomentumPower",
+    "oja": "hessbench.solvers.oja:Oja",
+    "vr-pca": "hessbench.solvers.vr_pca:VRPCA",
+    "increasing-batch-power": "hessbench.solvers.increasing_batch:IncreasingBatchPower",
+    "thick-restart-lanczos": "hessbench.solvers.thick_restart:ThickRestartLanczos",
+    "lobpcg": "hessbench.solvers.lobpcg:LOBPCG",
+    "chebyshev": "hessbench.solvers.chebyshev:ChebyshevFilter",
+    "block-lanczos": "hessbench.solvers.block_lanczos:BlockLanczos",
+    "multifidelity-lanczos": "hessbench.solvers.multifidelity:MultifidelityLanczos",
 }
 
 

@@ -2,7 +2,7 @@
 
 x_{k+1} = B_{S_k} x_k / ||B_{S_k} x_k||, S_k a fresh uniform batch of ``batch_size`` samples,
 with B = H for lambda_max and B = c I - H for lambda_min, c the lambda_max estimate of this
-solver obtained first (its cost counted; see :mod:`solvers._shifted`, also for the restart on
+solver obtained first (its cost counted; see :mod:`hessbench.solvers._shifted`, also for the restart on
 H - theta I that keeps a negative dominant end from being returned as lambda_max).
 
 The eigenvalue estimate is the mean of the mini-batch Rayleigh quotients x_k^T H_{S_k} x_k
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from solvers._shifted import (Shifted, batch_or_none, check_positive, draw, solve_ends,
+from hessbench.solvers._shifted import (Shifted, batch_or_none, check_positive, draw, solve_ends,
                               windowed_iteration)
-from solvers.base import Run, Solver
-from solvers.krylov import norm
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.krylov import norm
 
 
 class StochasticPower(Solver):

@@ -2,21 +2,21 @@
 ``check_estimator``.
 
 Every check runs the solver class on small dense problems with exactly known spectra (n <= 100,
-a :class:`backends.dense.DenseOperator` standing for ``NUM_SAMPLES`` = 64 samples that all have
+a :class:`hessbench.backends.dense.DenseOperator` standing for ``NUM_SAMPLES`` = 64 samples that all have
 the same Hessian, so mini-batch products are exact and stochastic solvers can converge too) and
 raises ``AssertionError`` naming the solver, the check and what was wrong. The whole kit takes a
 few seconds for a Krylov solver.
 
 Usage::
 
-    from solvers.testing import check_solver
+    from hessbench.solvers.testing import check_solver
     check_solver(MySolver)                  # all checks; one AssertionError lists every failure
     check_solver(MySolver, max_steps=5000)  # further constructor options (the kit sets ``tol``)
 
 or one pytest test per check::
 
     import pytest
-    from solvers.testing import checks
+    from hessbench.solvers.testing import checks
 
     @pytest.mark.parametrize("name, check", list(checks(MySolver)))
     def test_conformance(name, check):
@@ -64,10 +64,10 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import HVPOperator
-from backends.dense import DenseOperator
-from solvers.base import Solver
-from solvers.result import Budget, EigenResult, TraceRow
+from hessbench.backends.base import HVPOperator
+from hessbench.backends.dense import DenseOperator
+from hessbench.solvers.base import Solver
+from hessbench.solvers.result import Budget, EigenResult, TraceRow
 
 __all__ = ["CHECKS", "GENEROUS_BUDGET", "KnownSpectrum", "NUM_SAMPLES", "RTOL_CONVERGED",
            "SPECTRA", "STATUSES", "TOL", "check_array_types", "check_bad_input", "check_budget",

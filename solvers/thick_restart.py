@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from solvers.base import Run, Solver
-from solvers.block_lanczos import as_like
-from solvers.krylov import KrylovBasis, dot, norm
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.block_lanczos import as_like
+from hessbench.solvers.krylov import KrylovBasis, dot, norm
 
 
 def _end_index(end: str, keep: int, m: int) -> range:

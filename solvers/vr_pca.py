@@ -29,10 +29,10 @@ import math
 
 import numpy as np
 
-from solvers._shifted import (Shifted, batch_or_none, check_positive, draw, solve_ends,
+from hessbench.solvers._shifted import (Shifted, batch_or_none, check_positive, draw, solve_ends,
                               spectral_scale)
-from solvers.base import Run, Solver
-from solvers.krylov import dot, norm
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.krylov import dot, norm
 
 
 class VRPCA(Solver):

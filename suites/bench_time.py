@@ -33,7 +33,7 @@ class Solve:
     rounds = 1
 
     def setup(self, _ready: bool, backend: str, problem: str, solver: str) -> None:
-        import solvers
+        from hessbench import solvers
 
         self.op = common.operator(backend, problem)
         self.solver = solvers.get(solver, tol=common.TOL)

@@ -4,7 +4,7 @@ The grid is backend x problem x solver (x seed). Defaults are CPU-sized; environ
 (read when asv discovers the suites, so set them for the whole ``asv run``) change it:
 
 - ``HESSBENCH_ASV_BACKENDS``  comma-separated, default ``torch,jax`` (jax is skipped where
-  ``import jax`` or ``backends.jax`` fails);
+  ``import jax`` or ``hessbench.backends.jax`` fails);
 - ``HESSBENCH_ASV_PROBLEMS``  default ``quadratic-small,digits-mlp`` plus the GPU-sized
   ``quadratic-1m,cifar10-resnet18``, which are skipped unless ``HESSBENCH_ASV_GPU=1``;
 - ``HESSBENCH_ASV_SOLVERS``   default ``lanczos,multifidelity-lanczos``;
@@ -23,7 +23,7 @@ import importlib
 import os
 from typing import Any
 
-from backends import BACKENDS as BACKENDS_KNOWN
+from hessbench.backends import BACKENDS as BACKENDS_KNOWN
 from hessbench.seeds import parse_seeds
 
 CPU_PROBLEMS = ("quadratic-small", "digits-mlp")
@@ -62,7 +62,7 @@ def backend_skip_reason(backend: str) -> str | None:
     except Exception as err:  # noqa: BLE001 - ImportError, or a broken install
         return f"backend {backend!r}: import {backend} failed ({type(err).__name__}: {err})"
     try:
-        importlib.import_module(f"backends.{backend}")
+        importlib.import_module(f"hessbench.backends.{backend}")
     except Exception as err:  # noqa: BLE001
         return f"backend {backend!r}: backends.{backend} unavailable ({type(err).__name__}: {err})"
     return None

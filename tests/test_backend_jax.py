@@ -13,10 +13,10 @@ jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
-import solvers  # noqa: E402
-from backends.base import NonFiniteHVPError  # noqa: E402
-from backends.jax import HessianOperator, x64_enabled  # noqa: E402
-from backends.torch import HessianOperator as TorchOperator  # noqa: E402
+from hessbench import solvers  # noqa: E402
+from hessbench.backends.base import NonFiniteHVPError  # noqa: E402
+from hessbench.backends.jax import HessianOperator, x64_enabled  # noqa: E402
+from hessbench.backends.torch import HessianOperator as TorchOperator  # noqa: E402
 from hessbench import problems, resnet  # noqa: E402
 from hessbench.jax_models import from_torch, loss_from_torch, operator_from_parts  # noqa: E402
 from hessbench.problems.base import TorchProblemParts  # noqa: E402
@@ -25,7 +25,7 @@ TOL = {"float64": 1e-9, "float32": 1e-4}
 
 
 # the "x64 switched on" warning of float64 operators is tested once, below
-pytestmark = pytest.mark.filterwarnings("ignore:backends.jax:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:hessbench.backends.jax:UserWarning")
 
 
 @pytest.fixture(autouse=True)

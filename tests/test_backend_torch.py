@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.func import functional_call, hessian
 
-from backends.base import NonFiniteHVPError
-from backends.torch import HessianOperator
+from hessbench.backends.base import NonFiniteHVPError
+from hessbench.backends.torch import HessianOperator
 
 
 def dense(model, loss_fn, x, y, op):

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import solvers
-from solvers.base import Run, Solver
-from solvers.lanczos import Lanczos
-from solvers.testing import CHECKS, check_solver, checks
+from hessbench import solvers
+from hessbench.solvers.base import Run, Solver
+from hessbench.solvers.lanczos import Lanczos
+from hessbench.solvers.testing import CHECKS, check_solver, checks
 
 PLUGIN_SOURCE = Path(__file__).parent / "plugin_example"
 PLUGIN_MODULE = "hessbench_example_plugin"

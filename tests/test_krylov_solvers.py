@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from backends.dense import DenseOperator
+from hessbench.backends.dense import DenseOperator
 from conftest import known_spectrum_matrix
 from hessbench import problems
-from solvers import lanczos, thick_restart
-from solvers.block_lanczos import BlockLanczos, append_orthonormal
-from solvers.chebyshev import ChebyshevFilter
-from solvers.krylov import KrylovBasis, norm
-from solvers.lobpcg import LOBPCG
-from solvers.thick_restart import ThickRestartLanczos
+from hessbench.solvers import lanczos, thick_restart
+from hessbench.solvers.block_lanczos import BlockLanczos, append_orthonormal
+from hessbench.solvers.chebyshev import ChebyshevFilter
+from hessbench.solvers.krylov import KrylovBasis, norm
+from hessbench.solvers.lobpcg import LOBPCG
+from hessbench.solvers.thick_restart import ThickRestartLanczos
 
 SOLVERS = {cls.name: cls for cls in (ThickRestartLanczos, LOBPCG, ChebyshevFilter, BlockLanczos)}
 NAMES = list(SOLVERS)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import solvers
+from hessbench import solvers
 from hessbench import problems
 from hessbench.cifar import CifarDataError, write_cifar10_batches
 from hessbench.reference import compute_reference, dense_hessian
@@ -79,7 +79,7 @@ def test_dense_reference_hessian_matches_the_operator_on_digits_cnn_subset():
     parts = prob.torch_parts(progress=False)
     parts.inputs, parts.targets = parts.inputs[:12], parts.targets[:12]
     H = dense_hessian(parts)
-    from backends.torch import HessianOperator
+    from hessbench.backends.torch import HessianOperator
 
     op = HessianOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
                          batch_size=5, dtype=torch.float64)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import solvers
-from backends.base import HVPOperator
-from backends.dense import DenseOperator
+from hessbench import solvers
+from hessbench.backends.base import HVPOperator
+from hessbench.backends.dense import DenseOperator
 from conftest import known_spectrum_matrix
 from hessbench import problems
 
@@ -115,9 +115,9 @@ def test_registry_and_argument_errors():
 def test_entry_point_plugins_are_listed_and_loaded(monkeypatch):
     from importlib.metadata import EntryPoint
 
-    from solvers import registry
+    from hessbench.solvers import registry
 
-    ep = EntryPoint("my-lanczos", "solvers.lanczos:Lanczos", registry.ENTRY_POINT_GROUP)
+    ep = EntryPoint("my-lanczos", "hessbench.solvers.lanczos:Lanczos", registry.ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
     assert "my-lanczos" in solvers.available()
     assert solvers.get("my-lanczos", tol=1e-2).tol == 1e-2

@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from backends.dense import DenseOperator
+from hessbench.backends.dense import DenseOperator
 from conftest import known_spectrum_matrix
 from hessbench import problems
-from solvers.increasing_batch import IncreasingBatchPower
-from solvers.momentum_power import MomentumPower
-from solvers.oja import Oja
-from solvers.power import PowerIteration
-from solvers.stochastic_power import StochasticPower
-from solvers.vr_pca import VRPCA
+from hessbench.solvers.increasing_batch import IncreasingBatchPower
+from hessbench.solvers.momentum_power import MomentumPower
+from hessbench.solvers.oja import Oja
+from hessbench.solvers.power import PowerIteration
+from hessbench.solvers.stochastic_power import StochasticPower
+from hessbench.solvers.vr_pca import VRPCA
 
 # Dense tests: N = 64 samples, batches of 16 (8 and 32 for the staged schedule), so the
 # mini-batch code paths run, exactly.

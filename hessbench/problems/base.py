@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from backends import BACKENDS
+from hessbench.backends import BACKENDS
 from hessbench.cache import key_of
 
 
@@ -52,7 +52,7 @@ class Problem(abc.ABC):
         ``"jax"``). The JAX operator uses the same trained weights (converted by
         :func:`hessbench.jax_models.from_torch`), data, loss and batch size, and the same flat
         vector layout. ``dtype`` defaults to the problem's; a float64 JAX operator switches
-        ``jax_enable_x64`` on (see :mod:`backends.jax`)."""
+        ``jax_enable_x64`` on (see :mod:`hessbench.backends.jax`)."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
         parts = self.torch_parts(progress=progress)
@@ -60,7 +60,7 @@ class Problem(abc.ABC):
             from hessbench.jax_models import operator_from_parts
 
             return operator_from_parts(parts, dtype=dtype or self.dtype, device=device)
-        from backends.torch import HessianOperator
+        from hessbench.backends.torch import HessianOperator
 
         return HessianOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
                                batch_size=parts.batch_size, device=device,

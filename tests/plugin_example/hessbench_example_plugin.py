@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from solvers import Solver
-from solvers.base import Run
+from hessbench.solvers import Solver
+from hessbench.solvers.base import Run
 
 
 def _norm(x: Any) -> float:
