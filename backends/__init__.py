@@ -3,11 +3,60 @@
 Every backend subclasses :class:`hessbench.backends.base.HVPOperator`, which validates shapes, checks
 that each HVP is finite and charges every HVP to a :class:`hessbench.backends.base.CostMeter`.
 Backends import lazily: ``import hessbench.backends.torch`` or ``import hessbench.backends.jax``.
+
+The backends a problem builds its operator on (``Problem.operator(backend)``) are registered
+like solvers and problems (:class:`hessbench.registry.Registry`): built-ins below, plugins from
+the entry-point group ``hessbench.backends``. Each entry is an operator factory
+``factory(parts, *, dtype, device) -> HVPOperator`` of a problem's
+:class:`hessbench.problems.TorchProblemParts` (trained torch model, loss, data, batch size).
 """
 
+from __future__ import annotations
+
+from typing import Any, Callable
+
 from hessbench.backends.base import CostMeter, HVPOperator, NonFiniteHVPError
+from hessbench.registry import Registry, UnknownNameError
 
-__all__ = ["BACKENDS", "CostMeter", "HVPOperator", "NonFiniteHVPError"]
+__all__ = ["BUILTINS", "CostMeter", "ENTRY_POINT_GROUP", "HVPOperator", "NonFiniteHVPError",
+           "OperatorFactory", "REGISTRY", "UnknownBackendError", "available", "operator_factory"]
 
-#: the backends every problem builds its operator on (``Problem.operator(backend)``)
-BACKENDS = ("torch", "jax")
+ENTRY_POINT_GROUP = "hessbench.backends"
+
+#: the built-in backends, in listing order: name -> "module:factory" (as a plugin's entry point)
+BUILTINS = {
+    "torch": "hessbench.problems.base:torch_operator",
+    "jax": "hessbench.jax_models:operator_from_parts",
+}
+
+OperatorFactory = Callable[..., HVPOperator]
+
+
+class UnknownBackendError(UnknownNameError, ValueError):
+    """No backend is registered under this name (a ValueError too, as it was before)."""
+
+
+def _check_factory(name: str, obj: Any) -> None:
+    if not callable(obj):
+        raise TypeError(f"backend {name!r} ({obj!r}) is not an operator factory "
+                        "factory(parts, *, dtype, device) -> HVPOperator")
+
+
+REGISTRY = Registry("backend", ENTRY_POINT_GROUP, BUILTINS, validate=_check_factory,
+                    error=UnknownBackendError)
+
+
+def available() -> list[str]:
+    """Names of all registered backends, built-ins first."""
+    return REGISTRY.available()
+
+
+def operator_factory(name: str) -> OperatorFactory:
+    """The operator factory of backend ``name`` (importing its module, e.g. JAX, now)."""
+    return REGISTRY.load(name)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BACKENDS":  # the former constant: now every registered backend's name
+        return tuple(available())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

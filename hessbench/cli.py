@@ -1,4 +1,4 @@
-"""Command line: ``hessbench {problems,solvers,reference,run,compare,demo,report}``."""
+"""Command line: ``hessbench {problems,solvers,backends,reference,run,compare,demo,report}``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from hessbench import backends
 from hessbench import solvers
 from hessbench import problems
 
@@ -39,6 +40,16 @@ def _budget(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_problems(args: argparse.Namespace) -> int:
     for name in problems.available():
         print(f"{name:26s} {problems.get(name).description}")
+        opts = ", ".join(f"{k}={v!r}" for k, v in problems.options(name).items())
+        if opts:
+            print(f"{'':26s} options: {opts}")
+    return 0
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    for name, entry in backends.REGISTRY.entries().items():
+        kind = "built-in" if backends.REGISTRY.is_builtin(name) else "plugin"
+        print(f"{name:26s} {kind}: {entry.value}")
     return 0
 
 
@@ -148,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("problems", help="list problems").set_defaults(func=cmd_problems)
     sub.add_parser("solvers", help="list solvers").set_defaults(func=cmd_solvers)
+    sub.add_parser("backends", help="list backends").set_defaults(func=cmd_backends)
 
     p = sub.add_parser("reference", help="compute and cache the reference eigenvalues")
     p.add_argument("-p", "--problem", required=True)
@@ -158,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run one solver on one problem, write a JSON record")
     p.add_argument("-p", "--problem", required=True)
     p.add_argument("-s", "--solver", required=True)
-    p.add_argument("--backend", default="torch")
+    p.add_argument("--backend", default="torch", help="see: hessbench backends")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--which", choices=("both", "max", "min"), default="both")
     p.add_argument("--tol", type=float, default=1e-3)
@@ -177,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problems", nargs="+", required=True)
     p.add_argument("--solvers", nargs="+", required=True)
     p.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,3,7")
-    p.add_argument("--backend", default="torch")
+    p.add_argument("--backend", default="torch", help="see: hessbench backends")
     p.add_argument("--tol", type=float, default=1e-3)
     p.add_argument("--max-passes", type=float, default=1000)
     p.add_argument("--max-seconds", type=float)

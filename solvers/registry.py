@@ -1,17 +1,19 @@
-"""Solver registry: built-ins plus third-party solvers from the entry-point group
-``hessbench.solvers`` (each entry point names a :class:`hessbench.solvers.base.Solver` subclass)."""
+"""Solver registry: the built-ins below plus third-party solvers from the entry-point group
+``hessbench.solvers`` (each entry point names a :class:`hessbench.solvers.base.Solver` subclass).
+The mechanism is :class:`hessbench.registry.Registry`, shared with problems and backends."""
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
+from hessbench.registry import Registry, UnknownNameError
 from hessbench.solvers.base import Solver
 
 ENTRY_POINT_GROUP = "hessbench.solvers"
 
-_BUILTIN = {
+#: the built-in solvers, in listing order: name -> "module:Class" (as a plugin's entry point)
+BUILTINS = {
     "lanczos": "hessbench.solvers.lanczos:Lanczos",
     "power": "hessbench.solvers.power:PowerIteration",
     "arpack": "hessbench.solvers.arpack:Arpack",
@@ -28,36 +30,30 @@ _BUILTIN = {
 }
 
 
-class UnknownSolverError(KeyError):
+class UnknownSolverError(UnknownNameError):
     """No solver is registered under this name."""
 
-    def __str__(self) -> str:
-        return str(self.args[0])
+
+def _check_solver(name: str, obj: Any) -> None:
+    if not (isinstance(obj, type) and issubclass(obj, Solver)):
+        raise TypeError(f"solver {name!r} ({obj!r}) is not a subclass of "
+                        "hessbench.solvers.Solver")
 
 
-def _plugins() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+# ``discover`` looks ``entry_points`` up in this module at call time (tests substitute it here).
+REGISTRY = Registry("solver", ENTRY_POINT_GROUP, BUILTINS, validate=_check_solver,
+                    error=UnknownSolverError,
+                    discover=lambda group: entry_points(group=group))
 
 
 def available() -> list[str]:
     """Names of all registered solvers, built-ins first."""
-    return list(_BUILTIN) + sorted(set(_plugins()) - set(_BUILTIN))
+    return REGISTRY.available()
 
 
 def solver_class(name: str) -> type[Solver]:
     """The Solver subclass registered under ``name``."""
-    if name in _BUILTIN:
-        module, attr = _BUILTIN[name].split(":")
-        cls = getattr(importlib.import_module(module), attr)
-    else:
-        plugin = _plugins().get(name)
-        if plugin is None:
-            raise UnknownSolverError(
-                f"unknown solver {name!r}; available: {', '.join(available())}")
-        cls = plugin.load()
-    if not (isinstance(cls, type) and issubclass(cls, Solver)):
-        raise TypeError(f"solver {name!r} ({cls!r}) is not a subclass of solvers.Solver")
-    return cls
+    return REGISTRY.load(name)
 
 
 def get(name: str, **options: Any) -> Solver:

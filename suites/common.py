@@ -23,7 +23,7 @@ import importlib
 import os
 from typing import Any
 
-from hessbench.backends import BACKENDS as BACKENDS_KNOWN
+from hessbench import backends as backend_registry
 from hessbench.seeds import parse_seeds
 
 CPU_PROBLEMS = ("quadratic-small", "digits-mlp")
@@ -53,8 +53,9 @@ SEEDS = parse_seeds(os.environ.get("HESSBENCH_ASV_SEEDS", "").strip() or "0-1")
 
 def backend_skip_reason(backend: str) -> str | None:
     """Why ``backend`` cannot run here, or None if it can."""
-    if backend not in BACKENDS_KNOWN:
-        return f"unknown backend {backend!r}; available: {', '.join(BACKENDS_KNOWN)}"
+    known = backend_registry.available()
+    if backend not in known:
+        return f"unknown backend {backend!r}; available: {', '.join(known)}"
     if backend == "torch":
         return None
     try:

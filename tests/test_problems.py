@@ -39,11 +39,13 @@ def test_quadratic_minibatch_hessians_are_noisy_and_average_to_the_full_one():
 def test_problem_registry_errors():
     assert {"quadratic", "digits-mlp", "digits-cnn", "cifar10-resnet20", "cifar10-resnet18",
             "synthetic-cifar-resnet20"} <= set(problems.available())
-    with pytest.raises(KeyError, match="available: quadratic-small"):
+    with pytest.raises(problems.UnknownProblemError, match="available: quadratic-small"):
         problems.get("mnist")
     with pytest.raises(ValueError, match="no option"):
         problems.get("quadratic", depth=3)
     assert problems.get("quadratic", n=50).config["n"] == 50
+    assert problems.get("quadratic", seed=3, rank=2).config["seed"] == 3
+    assert set(problems.options("quadratic")) == {"n", "num_samples", "noise", "rank", "seed"}
 
 
 def test_digits_mlp_dense_reference_and_every_solver_against_it():

@@ -1,4 +1,10 @@
-"""Registry of named benchmark problems: ``available()``, ``get(name, **options)``."""
+"""Registry of named benchmark problems: ``available()``, ``options(name)``,
+``get(name, **options)``.
+
+Each problem is a factory function whose keyword parameters, with their defaults, are the
+problem's options. Built-ins are listed below; third-party problems come from the entry-point
+group ``hessbench.problems`` (see :class:`hessbench.registry.Registry`).
+"""
 
 from __future__ import annotations
 
@@ -6,67 +12,81 @@ import inspect
 from typing import Any, Callable
 
 from hessbench.problems.base import Problem, TorchProblemParts
-from hessbench.problems.nets import cifar_problem, digits_cnn, digits_mlp
-from hessbench.problems.quadratic import QuadraticProblem, quadratic
+from hessbench.problems.quadratic import QuadraticProblem
+from hessbench.registry import Registry, UnknownNameError
 
-_REGISTRY: dict[str, Callable[..., Problem]] = {
-    "quadratic-small": lambda n=200, num_samples=1_000, **kw: quadratic(
-        "quadratic-small", n, num_samples, **kw),
-    "quadratic": lambda n=10_000, num_samples=10_000, **kw: quadratic(
-        "quadratic", n, num_samples, **kw),
-    "quadratic-1m": lambda n=1_000_000, num_samples=50_000, **kw: quadratic(
-        "quadratic-1m", n, num_samples, **kw),
-    "digits-mlp": digits_mlp,
-    "digits-cnn": digits_cnn,
-    "synthetic-cifar-resnet20": lambda subset=256, epochs=30, seed=0: cifar_problem(
-        "synthetic-cifar-resnet20", "resnet20", subset=subset, synthetic=True, epochs=epochs,
-        seed=seed),
-    "cifar10-resnet20": lambda subset=None, epochs=15, data_dir=None, download=False, seed=0:
-        cifar_problem("cifar10-resnet20", "resnet20", subset=subset, synthetic=False, epochs=epochs,
-                      data_dir=data_dir, download=download, seed=seed),
-    "cifar10-resnet18": lambda subset=None, epochs=10, data_dir=None, download=False, seed=0:
-        cifar_problem("cifar10-resnet18", "resnet18", subset=subset, synthetic=False, epochs=epochs,
-                      data_dir=data_dir, download=download, seed=seed),
+ENTRY_POINT_GROUP = "hessbench.problems"
+
+#: the built-in problems, in listing order: name -> "module:factory" (as a plugin's entry point)
+BUILTINS = {
+    "quadratic-small": "hessbench.problems.quadratic:quadratic_small",
+    "quadratic": "hessbench.problems.quadratic:quadratic_10k",
+    "quadratic-1m": "hessbench.problems.quadratic:quadratic_1m",
+    "digits-mlp": "hessbench.problems.nets:digits_mlp",
+    "digits-cnn": "hessbench.problems.nets:digits_cnn",
+    "synthetic-cifar-resnet20": "hessbench.problems.nets:synthetic_cifar_resnet20",
+    "cifar10-resnet20": "hessbench.problems.nets:cifar10_resnet20",
+    "cifar10-resnet18": "hessbench.problems.nets:cifar10_resnet18",
 }
 
+_OPTION_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
-class UnknownProblemError(KeyError):
+
+class UnknownProblemError(UnknownNameError):
     """No problem is registered under this name."""
 
-    def __str__(self) -> str:
-        return str(self.args[0])
+
+def _check_factory(name: str, obj: Any) -> None:
+    """A problem factory: callable, every parameter a keyword option with a default."""
+    try:
+        params = inspect.signature(obj).parameters.values() if callable(obj) else None
+    except (TypeError, ValueError):
+        params = None
+    if params is None:
+        raise TypeError(f"problem {name!r} ({obj!r}) is not a factory function")
+    bad = [p.name for p in params if p.kind not in _OPTION_KINDS or p.default is p.empty]
+    if bad:
+        raise TypeError(f"problem {name!r}: factory parameters {bad} must be keyword options "
+                        "with defaults (no *args, **kwargs or required arguments)")
+
+
+REGISTRY = Registry("problem", ENTRY_POINT_GROUP, BUILTINS, validate=_check_factory,
+                    error=UnknownProblemError)
 
 
 def available() -> list[str]:
-    return list(_REGISTRY)
+    """Names of all registered problems, built-ins first."""
+    return REGISTRY.available()
+
+
+def factory(name: str) -> Callable[..., Problem]:
+    """The factory function of problem ``name``."""
+    return REGISTRY.load(name)
 
 
 def options(name: str) -> dict[str, Any]:
-    """The options a problem takes, with their defaults."""
-    factory = _factory(name)
-    return {k: p.default for k, p in inspect.signature(factory).parameters.items()
-            if p.kind is p.POSITIONAL_OR_KEYWORD}
+    """The options problem ``name`` takes, with their defaults (its factory's signature)."""
+    return _options_of(factory(name))
 
 
-def _factory(name: str) -> Callable[..., Problem]:
-    if name not in _REGISTRY:
-        raise UnknownProblemError(
-            f"unknown problem {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name]
+def _options_of(make: Callable[..., Problem]) -> dict[str, Any]:
+    return {p.name: p.default for p in inspect.signature(make).parameters.values()}
 
 
 def get(name: str, **opts: Any) -> Problem:
     """The problem ``name``, with options overriding its defaults (see :func:`options`)."""
-    factory = _factory(name)
-    allowed = set(inspect.signature(factory).parameters) - {"kw"}
-    if name.startswith("quadratic"):
-        allowed |= {"noise", "rank", "seed"}
-    unknown = set(opts) - allowed
+    make = factory(name)
+    valid = _options_of(make)
+    unknown = sorted(set(opts) - set(valid))
     if unknown:
-        raise ValueError(f"problem {name!r} has no option(s) {sorted(unknown)}; "
-                         f"its options: {sorted(allowed)}")
-    return factory(**opts)
+        raise ValueError(f"problem {name!r} has no option(s) {unknown}; "
+                         f"its options: {sorted(valid)}")
+    problem = make(**opts)
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem {name!r}: factory returned {type(problem).__name__}, "
+                        "not a hessbench.problems.Problem")
+    return problem
 
 
-__all__ = ["Problem", "QuadraticProblem", "TorchProblemParts", "UnknownProblemError",
-           "available", "get", "options"]
+__all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "Problem", "QuadraticProblem", "REGISTRY",
+           "TorchProblemParts", "UnknownProblemError", "available", "factory", "get", "options"]

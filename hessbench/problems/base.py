@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 import torch
 
-from hessbench.backends import BACKENDS
+from hessbench import backends
+from hessbench.backends.base import HVPOperator
 from hessbench.cache import key_of
 
 
@@ -47,21 +48,26 @@ class Problem(abc.ABC):
         return None
 
     def operator(self, backend: str = "torch", *, dtype: str | None = None,
-                 device: str | None = None, progress: bool = True):
-        """The full-data Hessian operator of this problem on ``backend`` (``"torch"`` or
-        ``"jax"``). The JAX operator uses the same trained weights (converted by
-        :func:`hessbench.jax_models.from_torch`), data, loss and batch size, and the same flat
-        vector layout. ``dtype`` defaults to the problem's; a float64 JAX operator switches
-        ``jax_enable_x64`` on (see :mod:`hessbench.backends.jax`)."""
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
-        parts = self.torch_parts(progress=progress)
-        if backend == "jax":
-            from hessbench.jax_models import operator_from_parts
+                 device: str | None = None, progress: bool = True) -> HVPOperator:
+        """The full-data Hessian operator of this problem on ``backend`` (see
+        ``hessbench.backends.available()``: ``"torch"``, ``"jax"``, plugins), built by the
+        backend's registered factory from :meth:`torch_parts`. The JAX operator uses the same
+        trained weights (converted by :func:`hessbench.jax_models.from_torch`), data, loss and
+        batch size, and the same flat vector layout. ``dtype`` defaults to the problem's; a
+        float64 JAX operator switches ``jax_enable_x64`` on (see :mod:`hessbench.backends.jax`)."""
+        factory = backends.operator_factory(backend)
+        op = factory(self.torch_parts(progress=progress), dtype=dtype or self.dtype,
+                     device=device)
+        if not isinstance(op, HVPOperator):
+            raise TypeError(f"backend {backend!r} built {type(op).__name__}, not an HVPOperator")
+        return op
 
-            return operator_from_parts(parts, dtype=dtype or self.dtype, device=device)
-        from hessbench.backends.torch import HessianOperator
 
-        return HessianOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
-                               batch_size=parts.batch_size, device=device,
-                               dtype=getattr(torch, dtype or self.dtype))
+def torch_operator(parts: TorchProblemParts, *, dtype: str = "float64",
+                   device: str | None = None) -> HVPOperator:
+    """The PyTorch ``HessianOperator`` of a problem's parts (the ``"torch"`` backend)."""
+    from hessbench.backends.torch import HessianOperator
+
+    return HessianOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
+                           batch_size=parts.batch_size, device=device,
+                           dtype=getattr(torch, dtype))

@@ -141,3 +141,24 @@ def cifar_problem(name: str, arch: str, *, subset: int | None, synthetic: bool,
         recipe=Recipe(steps=steps, lr=0.05, optimizer="sgd", batch_size=batch,
                       weight_decay=5e-4, dtype="float32"),
         local={"data_dir": data_dir, "download": download})
+
+
+# -- the registered CIFAR problems (``hessbench.problems``): options are these parameters -------
+def synthetic_cifar_resnet20(subset: int = 256, epochs: int = 30, seed: int = 0) -> NetProblem:
+    """``synthetic-cifar-resnet20``: ResNet-20 on synthetic CIFAR-shaped data (offline)."""
+    return cifar_problem("synthetic-cifar-resnet20", "resnet20", subset=subset, synthetic=True,
+                         epochs=epochs, seed=seed)
+
+
+def cifar10_resnet20(subset: int | None = None, epochs: int = 15, data_dir: str | None = None,
+                     download: bool = False, seed: int = 0) -> NetProblem:
+    """``cifar10-resnet20``: ResNet-20 on the real CIFAR-10 training set (or a subset)."""
+    return cifar_problem("cifar10-resnet20", "resnet20", subset=subset, synthetic=False,
+                         epochs=epochs, data_dir=data_dir, download=download, seed=seed)
+
+
+def cifar10_resnet18(subset: int | None = None, epochs: int = 10, data_dir: str | None = None,
+                     download: bool = False, seed: int = 0) -> NetProblem:
+    """``cifar10-resnet18``: ResNet-18 on the real CIFAR-10 training set (or a subset)."""
+    return cifar_problem("cifar10-resnet18", "resnet18", subset=subset, synthetic=False,
+                         epochs=epochs, data_dir=data_dir, download=download, seed=seed)

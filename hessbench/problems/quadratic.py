@@ -110,3 +110,22 @@ def quadratic(name: str, n: int, num_samples: int, noise: float = 400.0, rank: i
                      f"spectrum lambda_max=100, lambda_min=-0.5, rank-{rank} mini-batch noise"),
         config=dict(kind="quadratic", version=1, n=n, num_samples=num_samples, rank=rank,
                     noise=noise, seed=seed))
+
+
+# -- the registered quadratics (``hessbench.problems``): options are these keyword parameters --
+def quadratic_small(n: int = 200, num_samples: int = 1_000, noise: float = 400.0,
+                    rank: int = 16, seed: int = 0) -> QuadraticProblem:
+    """``quadratic-small``: n=200, N=1,000."""
+    return quadratic("quadratic-small", n, num_samples, noise=noise, rank=rank, seed=seed)
+
+
+def quadratic_10k(n: int = 10_000, num_samples: int = 10_000, noise: float = 400.0,
+                  rank: int = 16, seed: int = 0) -> QuadraticProblem:
+    """``quadratic``: n=10,000, N=10,000."""
+    return quadratic("quadratic", n, num_samples, noise=noise, rank=rank, seed=seed)
+
+
+def quadratic_1m(n: int = 1_000_000, num_samples: int = 50_000, noise: float = 400.0,
+                 rank: int = 16, seed: int = 0) -> QuadraticProblem:
+    """``quadratic-1m``: n=1,000,000, N=50,000."""
+    return quadratic("quadratic-1m", n, num_samples, noise=noise, rank=rank, seed=seed)
