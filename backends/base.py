@@ -1,20 +1,62 @@
-"""Backend-independent operator contract and cost accounting.
+"""The contract every HVP operator keeps, and its cost accounting.
 
-The operator represents H = (1/N) sum_i  d^2 loss_i / d theta^2, the Hessian of the mean loss
-over all N samples. ``matvec(v)`` returns H v; ``matvec(v, indices=S)`` returns the mini-batch
-Hessian H_S v = (1/|S|) sum_{i in S} H_i v. Every product charges the samples it touched to the
-operator's :class:`CostMeter`: a full product costs N samples, a mini-batch product |S|, and a
-``matmat`` of k vectors k times that. One data pass is N samples.
+An operator is the Hessian of the MEAN loss over N samples, with respect to n parameters,
+
+    L(theta) = (1/N) sum_i loss_i(theta),      H = (1/N) sum_i H_i,   H_i = d^2 loss_i / d theta^2,
+
+as a symmetric linear map on flat vectors of length n (``op.size``; ``op.shape == (n, n)``):
+
+- ``matvec(v)`` returns H v. Backends accumulate it over chunks b of the data as
+  H v = sum_b (|b|/N) H_b v, where H_b is the Hessian of the batch-mean loss on b, so an uneven
+  last chunk is weighted exactly (never 1/#chunks).
+- ``matvec(v, indices=S)`` returns the mini-batch product H_S v = (1/|S|) sum_{i in S} H_i v
+  for a non-empty 1-D integer array of sample indices S (any order; a repeated index counts as
+  often as it appears); ``op.sample_indices(b, rng)`` draws b distinct indices.
+- ``matmat(V, indices=None)`` for V of shape (n, k) returns H V (or H_S V), column j equal to
+  ``matvec(V[:, j])`` up to rounding. ``op @ x`` is ``matvec`` or ``matmat`` by ``x.ndim``.
+- Cost: every product charges ``op.meter`` (:class:`CostMeter`): a full product N samples and
+  one HVP call, a mini-batch product |S| samples (with repetitions) and one call, a ``matmat``
+  of k vectors k times that and k calls. One data pass is N samples:
+  ``meter.data_passes = meter.samples / N``. ``op.to_scipy()`` charges the same meter.
+- Vectors are flat: the parameters raveled in the backend's order (torch: ``op.param_names``,
+  by default ``model.named_parameters()`` order; JAX: ``ravel_pytree(params)``); their
+  ``op.unflatten`` inverts it.
+- Arrays, dtype, device: products take and return the operator's array type (torch tensor,
+  JAX array, NumPy or any array-API array for :class:`~hessbench.backends.dense.DenseOperator`)
+  in ``op.dtype`` on the operator's device. Make vectors with ``op.asarray(numpy_array)`` or
+  ``op.random_vector(rng)``; the torch and JAX operators also cast and move other floating
+  vectors to ``op.dtype`` and their device (``DenseOperator`` uses its library's promotion).
+  ``op.numpy_dtype`` is ``op.dtype`` as a NumPy dtype.
+- Errors: a vector not of shape (n,) (``matvec``) or a block not of shape (n, k) (``matmat``)
+  raises ``ValueError``; indices that are not a non-empty 1-D integer array raise
+  ``ValueError``, out-of-range ones ``IndexError``; these are raised before any work and
+  charge nothing. A product containing NaN or inf (a non-finite vector, or a loss / model that
+  is not finite at these parameters) raises :class:`NonFiniteHVPError` after it was computed
+  and charged; the operator stays usable.
+
+Constructors follow their framework's idiom rather than one shared signature, on purpose:
+PyTorch's ``HessianOperator(model, loss_fn, data, ...)`` takes a stateful ``nn.Module`` and a
+criterion ``loss_fn(outputs, targets)`` like ``torch.nn`` losses and curvlinops'
+``HessianLinearOperator(model_func, loss_func, params, data)``; JAX's
+``HessianOperator(loss_fn, params, data, ...)`` takes a pure function ``loss_fn(params, batch)``
+of the parameter pytree, as ``jax.hessian`` / ``jax.grad`` differentiate their first argument.
+A module holds its own parameters (``params=`` only selects a subset); a JAX model's are an
+explicit value, so each order is the natural one and neither is made to mimic the other. Both
+return the batch-MEAN loss, take ``data`` as ``(inputs, targets)`` and the same keywords
+``batch_size``, ``dtype``, ``device``. :mod:`hessbench.backends.testing` checks the contract.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from array_api_compat import array_namespace
+
+if TYPE_CHECKING:
+    from scipy.sparse.linalg import LinearOperator
 
 
 class NonFiniteHVPError(FloatingPointError):
@@ -51,11 +93,33 @@ def sample_indices(num_samples: int, batch_size: int, rng: np.random.Generator) 
     return np.sort(rng.choice(num_samples, size=batch_size, replace=False))
 
 
+def numpy_dtype(dtype: Any) -> np.dtype:
+    """A NumPy, JAX or torch dtype (``torch.float32``) as the NumPy dtype of the same name."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return np.dtype(str(dtype).rpartition(".")[2])
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """An array (NumPy, JAX, torch on any device, ...) as a NumPy array of the same dtype."""
+    if hasattr(x, "detach"):  # a torch tensor
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _writable(x: Any) -> np.ndarray:
+    out = to_numpy(x)
+    return out if out.flags.writeable else out.copy()  # JAX's host arrays are read-only
+
+
 class HVPOperator(abc.ABC):
-    """Symmetric linear operator v -> H v on flat parameter vectors of one array type.
+    """Symmetric linear operator v -> H v on flat parameter vectors of one array type (the
+    contract is in the module docstring).
 
     Subclasses set ``size`` (n, number of parameters), ``num_samples`` (N), ``dtype`` and
-    ``device`` and implement ``_matvec(v, indices)``; ``_matmat`` defaults to a loop.
+    ``device``, implement ``_matvec(v, indices)`` and ``asarray``; ``_matmat`` defaults to a
+    loop. The public methods validate shapes and indices, charge the meter and check finiteness.
     """
 
     size: int
@@ -73,6 +137,11 @@ class HVPOperator(abc.ABC):
     @property
     def shape(self) -> tuple[int, int]:
         return (self.size, self.size)
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        """``dtype`` as a NumPy dtype (e.g. ``torch.float32`` -> ``float32``)."""
+        return numpy_dtype(self.dtype)
 
     # -- what backends implement -------------------------------------------------------------
     @abc.abstractmethod
@@ -126,6 +195,35 @@ class HVPOperator(abc.ABC):
     def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         """A uniformly random subset of ``batch_size`` distinct sample indices (sorted)."""
         return sample_indices(self.num_samples, batch_size, rng)
+
+    def to_scipy(self, indices: Any = None) -> LinearOperator:
+        """This operator as a ``scipy.sparse.linalg.LinearOperator`` of shape (n, n) and dtype
+        ``numpy_dtype``: H, or H_S for fixed sample ``indices``.
+
+        Its matvec/matmat (and rmatvec/rmatmat: H is symmetric) convert NumPy to this
+        operator's array type with ``asarray``, call ``self.matvec`` / ``self.matmat`` (so
+        every product is charged to ``self.meter``) and return new NumPy arrays in
+        ``numpy_dtype``.
+        A complex vector costs two products (real and imaginary parts).
+        """
+        from scipy.sparse.linalg import LinearOperator
+
+        idx = self._check_indices(indices)
+
+        def matvec(x: np.ndarray) -> np.ndarray:
+            x = np.asarray(x).reshape(-1)
+            if np.iscomplexobj(x):
+                return matvec(x.real) + 1j * matvec(x.imag)
+            return _writable(self.matvec(self.asarray(x), indices=idx))
+
+        def matmat(X: np.ndarray) -> np.ndarray:
+            X = np.asarray(X)
+            if np.iscomplexobj(X):
+                return matmat(X.real) + 1j * matmat(X.imag)
+            return _writable(self.matmat(self.asarray(X), indices=idx))
+
+        return LinearOperator(self.shape, matvec=matvec, rmatvec=matvec, matmat=matmat,
+                              rmatmat=matmat, dtype=self.numpy_dtype)
 
     def random_vector(self, rng: np.random.Generator) -> Any:
         """A standard normal vector (drawn in NumPy float64 so all backends agree for a seed)."""

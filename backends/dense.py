@@ -14,7 +14,8 @@ class DenseOperator(HVPOperator):
     """v -> A v for an explicit symmetric matrix A (any array-API array; NumPy by default).
 
     It stands for one sample (N = 1) unless ``num_samples`` says otherwise; every sample has the
-    same Hessian A, so mini-batch products are exact.
+    same Hessian A, so mini-batch products are exact. Vectors are not cast: pass them in the
+    matrix's dtype (``asarray``), or the array library's type promotion applies.
     """
 
     def __init__(self, matrix: Any, num_samples: int = 1) -> None:

@@ -1,5 +1,10 @@
 """JAX HVP operator: forward-over-reverse (``jax.jvp`` of ``jax.grad``), jit-compiled.
 
+The contract (products, mini-batches, cost, errors) is :mod:`hessbench.backends.base`'s. The
+signature is JAX's idiom: ``loss_fn(params, batch)`` is a pure function differentiated in its
+first argument, as by ``jax.grad`` / ``jax.hessian``, and ``params`` is an explicit pytree; the
+PyTorch operator takes a module and a criterion ``loss_fn(outputs, targets)`` instead.
+
 H is the Hessian of the mean loss over all N samples, L(theta) = (1/N) sum_i loss_i(theta),
 with respect to every leaf of the parameter pytree, as a linear operator on flat 1-D JAX arrays
 (the leaves raveled in pytree order by ``jax.flatten_util.ravel_pytree``). The full product is

@@ -11,6 +11,11 @@ split into batches. The user's module is not modified: parameters and buffers ar
 ``torch.func.functional_call`` as copies in the requested dtype and device, and the module's
 train/eval flags are restored after every product. On CUDA, TF32 matmuls and convolutions are
 switched off process-wide (TF32 error ~1e-3 |H| would swamp a small lambda_min).
+
+The contract (products, mini-batches, cost, errors) is :mod:`hessbench.backends.base`'s. The
+signature is PyTorch's idiom: a stateful module and a criterion ``loss_fn(outputs, targets)``
+like ``torch.nn`` losses (and curvlinops' ``HessianLinearOperator``); the JAX operator takes a
+pure ``loss_fn(params, batch)`` instead, JAX's idiom.
 """
 
 from __future__ import annotations
