@@ -116,7 +116,7 @@ def _dense(parts: TorchProblemParts, progress: bool) -> dict[str, Any]:
 
 
 def _lanczos(problem: Problem, progress: bool) -> dict[str, Any]:
-    from hessbench.solvers.krylov import to_numpy
+    from hessbench.solvers.kernels import to_numpy
     from hessbench.solvers.lanczos import Lanczos
 
     op = problem.operator("torch", dtype="float64", progress=progress)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from hessbench.solvers.base import Run
-from hessbench.solvers.krylov import dot, norm
+from hessbench.solvers.kernels import dot, ends, norm
 
 OneEnd = Callable[[str, "Shifted"], tuple[float, bool]]
 
@@ -144,9 +144,9 @@ def solve_ends(run: Run, which: str, one_end: OneEnd, restart_negative: bool) ->
         lam_max, ok = one_end("max", Shifted(1.0, lam_max))
     if not ok:
         return "max_steps", "lambda_max: stopping test not met within the step limit"
-    if which == "max":
+    if "min" not in ends(which):
         return "converged", "lambda_max: stopping test met"
-    if which == "min":
+    if "max" not in ends(which):
         run.lam["max"] = None  # only lambda_min was asked for; lambda_max served as the shift
     _, ok = one_end("min", Shifted(-1.0, lam_max))
     if not ok:

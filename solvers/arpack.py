@@ -14,7 +14,7 @@ import numpy as np
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from hessbench.solvers.base import Run, Solver
-from hessbench.solvers.krylov import to_numpy
+from hessbench.solvers.kernels import ends, to_numpy
 
 
 class Arpack(Solver):
@@ -48,9 +48,8 @@ class Arpack(Solver):
         order = np.argsort(values)
         values, vectors = values[order], vectors[:, order]
         if len(values):
-            if which in ("both", "min"):
-                run.estimate("min", values[0], op.asarray(vectors[:, 0]))
-            if which in ("both", "max"):
-                run.estimate("max", values[-1], op.asarray(vectors[:, -1]))
+            for end, i in (("min", 0), ("max", -1)):
+                if end in ends(which):
+                    run.estimate(end, values[i], op.asarray(vectors[:, i]))
             run.record()
         return status, message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import inspect
 import time
 from typing import Any, ClassVar
 
@@ -10,6 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hessbench.backends.base import HVPOperator, NonFiniteHVPError
+from hessbench.solvers.kernels import ends
 from hessbench.solvers.result import Budget, EigenResult, TraceRow
 
 WHICH = ("both", "max", "min")
@@ -108,7 +110,8 @@ class Solver(abc.ABC):
     through ``run.estimate`` and returns ``(status, message)`` with status ``"converged"`` or
     ``"max_steps"``. The base class validates input, runs the solve, turns a spent budget or a
     non-finite HVP into an unconverged result that keeps the last estimates, and times it.
-    Options are keyword arguments of the constructor; ``tol`` is the relative tolerance of the
+    Options are keyword arguments of the constructor, each stored as the instance attribute of
+    the same name (:meth:`options` reads them back); ``tol`` is the relative tolerance of the
     solver's own stopping rule (default 1e-3).
     """
 
@@ -118,6 +121,19 @@ class Solver(abc.ABC):
         if not 0 < tol < 1:
             raise ValueError(f"tol must be in (0, 1), got {tol}")
         self.tol = tol
+
+    def options(self) -> dict[str, Any]:
+        """The effective options of this instance, defaults included: for each keyword
+        parameter of the constructor, the instance attribute of the same name (so
+        ``type(s)(**s.options())`` configures the same solver)."""
+        params = inspect.signature(type(self).__init__).parameters
+        names = [name for name, p in list(params.items())[1:]
+                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        missing = [name for name in names if not hasattr(self, name)]
+        if missing:
+            raise AttributeError(f"{type(self).__name__} does not store the constructor "
+                                 f"option(s) {missing} as attributes of the same name")
+        return {name: getattr(self, name) for name in names}
 
     def solve(self, op: HVPOperator, which: str = "both", seed: int = 0,
               budget: Budget | dict | None = None, progress: bool = False) -> EigenResult:
@@ -146,19 +162,19 @@ class Solver(abc.ABC):
             run.close()
         vectors = {e: v() if callable(v) else v for e, v in run.vec.items()}
         seconds = run.seconds()
-        ends = ("max", "min") if which == "both" else (which,)
-        if status == "converged" and any(run.lam[e] is None for e in ends):
+        asked = ends(which)
+        if status == "converged" and any(run.lam[e] is None for e in asked):
             status, message = "failed", "solver reported convergence without an estimate"
         return EigenResult(
             solver=self.name, which=which,
-            lambda_max=run.lam["max"] if "max" in ends else None,
-            lambda_min=run.lam["min"] if "min" in ends else None,
+            lambda_max=run.lam["max"] if "max" in asked else None,
+            lambda_min=run.lam["min"] if "min" in asked else None,
             converged=status == "converged", status=status, message=message,
             hvp_calls=run.hvp_calls, data_passes=run.data_passes, seconds=seconds,
-            vector_max=vectors["max"] if "max" in ends else None,
-            vector_min=vectors["min"] if "min" in ends else None,
-            residual_max=run.res["max"] if "max" in ends else None,
-            residual_min=run.res["min"] if "min" in ends else None,
+            vector_max=vectors["max"] if "max" in asked else None,
+            vector_min=vectors["min"] if "min" in asked else None,
+            residual_max=run.res["max"] if "max" in asked else None,
+            residual_min=run.res["min"] if "min" in asked else None,
             trace=run.trace)
 
     @abc.abstractmethod

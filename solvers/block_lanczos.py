@@ -22,81 +22,23 @@ reaches the whole space (n not a multiple of b) can the last block be smaller.
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace
 from scipy.linalg import eig_banded
 
 from hessbench.solvers.base import Run, Solver
-from hessbench.solvers.krylov import KrylovBasis, norm, to_numpy
-
-
-def as_like(matrix: np.ndarray, like: Any) -> Any:
-    """A small NumPy matrix in the array type, dtype and device of ``like``."""
-    xp = array_namespace(like)
-    return xp.asarray(np.asarray(matrix, dtype=np.float64), dtype=like.dtype, device=device(like))
-
-
-def small(x: Any) -> np.ndarray:
-    """A small array (Gram matrix, column norms) as float64 NumPy."""
-    return to_numpy(x).astype(np.float64)
-
-
-def column_norms(V: Any) -> np.ndarray:
-    xp = array_namespace(V)
-    return small(xp.linalg.vector_norm(V, axis=0))
-
-
-def _orthonormal_remainder(basis: KrylovBasis, w: Any, scale: float) -> Any | None:
-    """w minus its projection on the basis, normalised; None if numerically in the span.
-
-    Two Gram-Schmidt passes, and two more after a cancellation of more than 1e4 (the
-    orthogonality of w/||w|| is then only about eps ||w_0|| / ||w||).
-    """
-    xp = array_namespace(w)
-    ref = norm(w)
-    w = basis.orthogonalize(w)
-    r = norm(w)
-    if r <= 100 * xp.finfo(w.dtype).eps * max(ref, scale):
-        return None
-    w = w / r
-    if r < 1e-4 * ref:
-        w = basis.orthogonalize(w)
-        w = w / norm(w)
-    return w
-
-
-def append_orthonormal(basis: KrylovBasis, W: Any, random_vector: Callable[[], Any],
-                       scale: float = 0.0) -> int:
-    """Append the columns of W (n x b) to the orthonormal basis, orthogonalised one by one.
-
-    A column numerically in the span of the basis (remainder at most 100 eps max(||w||, scale))
-    is replaced by a random unit vector orthogonal to it. Nothing is appended once the basis
-    spans the whole space. Returns the number of columns replaced.
-    """
-    replaced = 0
-    for i in range(W.shape[1]):
-        if basis.k >= basis.n:
-            break
-        q = _orthonormal_remainder(basis, W[:, i], scale)
-        if q is None:
-            replaced += 1
-            q = _orthonormal_remainder(basis, random_vector(), 0.0)
-            if q is None:  # pragma: no cover - a random vector in the span: probability 0
-                continue
-        basis.append(q)
-    return replaced
+from hessbench.solvers.kernels import (KrylovBasis, append_orthonormal, column_norms, ends,
+                                       error_bound, small)
 
 
 def _extreme_ritz_pairs(T: np.ndarray, bandwidth: int,
-                        ends: tuple[str, ...]) -> dict[str, tuple[float, np.ndarray, float]]:
+                        asked: tuple[str, ...]) -> dict[str, tuple[float, np.ndarray, float]]:
     """(theta, eigenvector, gap to the next Ritz value) at each asked end of the banded T."""
     k = T.shape[0]
     u = min(max(bandwidth, 0), k - 1)
     band = np.array([np.pad(np.diagonal(T, -d), (0, d)) for d in range(u + 1)])
     out = {}
-    for end in ends:
+    for end in asked:
         lo, hi = (max(k - 2, 0), k - 1) if end == "max" else (0, min(1, k - 1))
         theta, S = eig_banded(band, lower=True, select="i", select_range=(lo, hi))
         i, nb = (-1, 0) if end == "max" else (0, -1)
@@ -125,7 +67,6 @@ class BlockLanczos(Solver):
 
     def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]:
         op = run.op
-        ends = ("max", "min") if which == "both" else (which,)
         b = min(self.block_size, op.size)
         start = [op.random_vector(rng) for _ in range(b)]
         basis = KrylovBasis(start[0], capacity=min(op.size, b * (self.max_steps + 1), 64))
@@ -148,13 +89,12 @@ class BlockLanczos(Solver):
             T[k0:k1, k0:k1] = (A + A.T) / 2
             T[k1:k2, k0:k1] = B
             T[k0:k1, k1:k2] = B.T
-            pairs = _extreme_ritz_pairs(T[:k1, :k1], 2 * b - 1, ends)
+            pairs = _extreme_ritz_pairs(T[:k1, :k1], 2 * b - 1, ends(which))
             exact = replaced == k1 - k0 or k1 == op.size
             done = []
             for end, (theta, s, gap) in pairs.items():
                 r = 0.0 if exact else float(np.linalg.norm(B @ s[k0:k1]))
-                bound = min(r, r * r / gap) if gap > 0 else r
-                done.append(bound <= self.tol * abs(theta))
+                done.append(error_bound(r, gap) <= self.tol * abs(theta))
                 run.estimate(end, theta, lambda c=s: basis.combine(c), residual=r)
             run.record()
             if exact:

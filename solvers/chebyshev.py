@@ -1,12 +1,12 @@
 """Chebyshev-filtered subspace iteration (Zhou & Saad 2007) for the extreme eigenvalues.
 
-Bounds: ``lanczos_steps`` steps of Lanczos (one HVP each, counted) give Ritz values
-theta_1 <= ... <= theta_k and the residual norm ||f|| = beta_k. For lambda_min the filter works
-on A = H with the upper bound b_up = theta_k + ||f|| (Zhou & Li 2011: a safe bound on
-lambda_max in practice; it is raised if a Ritz value ever exceeds it). lambda_max is found by the
-same filter mirrored, on A = -H with b_up = -theta_1 + ||f|| (the result is negated back, so it
-is the largest algebraic eigenvalue). The starting block of b vectors is the Lanczos Ritz
-vectors of the b smallest Ritz values of A, the first cut the largest of them.
+Bounds: ``lanczos_steps`` steps of Lanczos (:func:`hessbench.solvers.kernels.lanczos_steps`, one
+HVP each, counted) give Ritz values theta_1 <= ... <= theta_k and the residual norm ||f|| = beta_k.
+For lambda_min the filter works on A = H with the upper bound b_up = theta_k + ||f|| (Zhou & Li
+2011: a safe bound on lambda_max in practice; it is raised if a Ritz value ever exceeds it).
+lambda_max is found by the same filter mirrored, on A = -H with b_up = -theta_1 + ||f|| (the result
+is negated back, so it is the largest algebraic eigenvalue). The starting block of b vectors is the
+Lanczos Ritz vectors of the b smallest Ritz values of A, the first cut the largest of them.
 
 Each cycle applies the scaled degree-m Chebyshev filter p_m(A) (three-term recurrence, Zhou &
 Saad's Algorithm 3.2), which maps [cut, b_up] into [-1, 1] and grows fast below cut, normalised
@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace
-from scipy.linalg import eigh_tridiagonal
 
 from hessbench.solvers.base import Run, Solver
-from hessbench.solvers.block_lanczos import append_orthonormal, as_like, column_norms, small
-from hessbench.solvers.krylov import KrylovBasis, dot, norm
+from hessbench.solvers.kernels import (KrylovBasis, append_orthonormal, as_like, column_norms,
+                                       ends, lanczos_steps, small)
 
 
 def chebyshev_filter(run: Run, sign: float, X: Any, degree: int, cut: float, upper: float,
@@ -73,8 +72,7 @@ class ChebyshevFilter(Solver):
         self.lanczos_steps, self.max_steps = lanczos_steps, max_steps
 
     def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]:
-        ends = ("max", "min") if which == "both" else (which,)
-        bounds = self._lanczos_bounds(run, ends, rng)
+        bounds = self._lanczos_bounds(run, ends(which), rng)
         if isinstance(bounds, str):
             return "converged", bounds
         basis, theta, Z, fnorm, todo = bounds
@@ -92,42 +90,19 @@ class ChebyshevFilter(Solver):
             return "max_steps", "; ".join(failed)
         return "converged", f"residual below tol={self.tol} * |theta| at every asked end"
 
-    def _lanczos_bounds(self, run: Run, ends: tuple[str, ...], rng: np.random.Generator
+    def _lanczos_bounds(self, run: Run, asked: tuple[str, ...], rng: np.random.Generator
                         ) -> str | tuple[KrylovBasis, np.ndarray, np.ndarray, float, list[str]]:
         """Lanczos bound phase: (basis, Ritz values, T's eigenvectors, ||f||, ends left to do),
         or a message if it already converged (residual test, or an invariant Krylov space)."""
-        op = run.op
-        q = op.random_vector(rng)
-        q = q / norm(q)
-        basis = KrylovBasis(q, capacity=self.lanczos_steps)
-        basis.append(q)
-        alphas: list[float] = []
-        betas: list[float] = []
-        for j in range(self.lanczos_steps):
-            w = run.matvec(q)
-            alphas.append(dot(q, w))
-            w = basis.orthogonalize(w)
-            beta = norm(w)
-            theta, Z = eigh_tridiagonal(np.asarray(alphas), np.asarray(betas))
-            resid = np.abs(beta * Z[-1, :])
-            exact = beta <= 1e-12 * np.abs(theta).max() or basis.k == op.size
-            todo = []
-            for end, i in (("max", -1), ("min", 0)):
-                if end in ends:
-                    r = 0.0 if exact else float(resid[i])
-                    run.estimate(end, theta[i], lambda c=Z[:, i]: basis.combine(c), residual=r)
-                    if r > self.tol * abs(theta[i]):
-                        todo.append(end)
-            run.record()
-            if exact:
+        for state in lanczos_steps(run, run.op.random_vector(rng), self.lanczos_steps,
+                                   publish=asked, capacity=self.lanczos_steps):
+            if state.breakdown:
                 return "invariant Krylov subspace in the Lanczos phase: Ritz values are exact"
+            todo = [e for e in ("max", "min") if e in asked and
+                    state.ritz[e].residual > self.tol * abs(state.ritz[e].value)]
             if not todo:
                 return f"residual below tol={self.tol} * |theta| in the Lanczos phase"
-            if j + 1 < self.lanczos_steps:
-                betas.append(beta)
-                q = w / beta
-                basis.append(q)
-        return basis, theta, Z, beta, todo
+        return state.basis, state.theta, state.S, state.beta, todo
 
     def _filter_end(self, run: Run, end: str, sign: float, X: Any, cut: float, upper: float,
                     a0: float, rng: np.random.Generator) -> bool:

@@ -24,7 +24,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from hessbench.solvers.base import Run, Solver
-from hessbench.solvers.block_lanczos import as_like, column_norms, small
+from hessbench.solvers.kernels import as_like, column_norms, ends, small
 
 
 def svqb_transform(G: np.ndarray, drop: float) -> np.ndarray:
@@ -102,8 +102,7 @@ class LOBPCG(Solver):
         self.preconditioner = preconditioner
 
     def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]:
-        ends = ("max", "min") if which == "both" else (which,)
-        failed = [msg for end in ends if (msg := self._one_end(run, end, rng))]
+        failed = [msg for end in ends(which) if (msg := self._one_end(run, end, rng))]
         if failed:
             return "max_steps", "; ".join(failed)
         return "converged", f"residual below tol={self.tol} * |theta| at every asked end"

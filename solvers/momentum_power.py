@@ -9,15 +9,16 @@ B_S = B on full data (``batch_size=None``) or on a fresh batch of ``batch_size``
 step. The paper's beta = lambda_2(B)^2 / 4 damps every eigen-component with |mu| <= lambda_2
 and gives the accelerated rate ~ 1 - sqrt(2 (lambda_1 - lambda_2) / lambda_1) per step.
 
-lambda_2 is estimated from ``lanczos_steps`` Lanczos steps at the start (cost counted; on full
-data in the deterministic form, on one fixed batch of ``batch_size`` samples in the mini-batch
-form). Lanczos is shift-invariant, so one run serves every shifted operator: lambda_2(B) is
-estimated by the second largest of the Ritz values mapped through B = s (H - c I): theta_2 (the
-second largest Ritz value of H) for B = H; c - theta'_2 (theta'_2 the second smallest) for
-B = c I - H (lambda_min, c the lambda_max estimate of this solver). On the exact
-operator Ritz values interlace, so these underestimate lambda_2(B): beta stays below the
-breaking point lambda_1^2 / 4 (less acceleration, never divergence). The warm-up publishes no
-estimate (its trace rows carry none): the answer is the momentum iterate's.
+lambda_2 is estimated from ``lanczos_steps`` Lanczos steps at the start
+(:func:`hessbench.solvers.kernels.lanczos_steps`; cost counted; on full data in the deterministic
+form, on one fixed batch of ``batch_size`` samples in the mini-batch form). Lanczos is
+shift-invariant, so one run serves every shifted operator: lambda_2(B) is estimated by the second
+largest of the Ritz values mapped through B = s (H - c I): theta_2 (the second largest Ritz value
+of H) for B = H; c - theta'_2 (theta'_2 the second smallest) for B = c I - H (lambda_min, c the
+lambda_max estimate of this solver). On the exact operator Ritz values interlace, so these
+underestimate lambda_2(B): beta stays below the breaking point lambda_1^2 / 4 (less acceleration,
+never divergence). The warm-up publishes no estimate (its trace rows carry none): the answer is the
+momentum iterate's.
 
 Eigenvalue estimate: the Rayleigh quotient theta_t = x_t^T H_S x_t. Stopping rules:
 
@@ -38,12 +39,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.linalg import eigh_tridiagonal
 
 from hessbench.solvers._shifted import (Shifted, WindowedMean, batch_or_none, check_positive, draw,
-                              solve_ends)
+                                        solve_ends)
 from hessbench.solvers.base import Run, Solver
-from hessbench.solvers.krylov import KrylovBasis, dot, norm
+from hessbench.solvers.kernels import dot, lanczos_steps, norm
 
 
 class MomentumPower(Solver):
@@ -65,28 +65,14 @@ class MomentumPower(Solver):
         self.window, self.max_steps = window, max_steps
 
     def _ritz_values(self, run: Run, batch: int | None, rng: np.random.Generator) -> np.ndarray:
-        """Ritz values (ascending) of ``lanczos_steps`` Lanczos steps on H (or H_S, S fixed)."""
+        """Ritz values (ascending) of ``lanczos_steps`` Lanczos steps on H (or H_S, S fixed),
+        fewer on a breakdown; one trace row per step, no estimate published."""
         indices = draw(run, batch, rng)
-        q = run.op.random_vector(rng)
-        q = q / norm(q)
         steps = min(self.lanczos_steps, run.op.size)
-        basis = KrylovBasis(q, capacity=steps)
-        basis.append(q)
-        alphas: list[float] = []
-        betas: list[float] = []
-        for j in range(steps):
-            w = run.matvec(q, indices)
-            alphas.append(dot(q, w))
-            w = basis.orthogonalize(w)
-            beta = norm(w)
-            theta = eigh_tridiagonal(np.asarray(alphas), np.asarray(betas))[0]
-            run.record()
-            if j + 1 == steps or beta <= 1e-12 * np.max(np.abs(theta)):
-                return theta
-            betas.append(beta)
-            q = w / beta
-            basis.append(q)
-        raise AssertionError("unreachable")
+        for state in lanczos_steps(run, run.op.random_vector(rng), steps, indices, publish=(),
+                                   capacity=steps):
+            pass
+        return state.theta
 
     def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]:
         batch = batch_or_none(run.op.num_samples, self.batch_size)

@@ -36,8 +36,8 @@ from __future__ import annotations
 import numpy as np
 
 from hessbench.solvers.base import Run, Solver
-from hessbench.solvers.krylov import KrylovBasis, dot, norm
-from hessbench.solvers.lanczos import RitzEnd, error_bound, lanczos_steps
+from hessbench.solvers.kernels import (KrylovBasis, RitzEnd, dot, ends, error_bound,
+                                       lanczos_steps, norm)
 
 
 class MultifidelityLanczos(Solver):
@@ -68,20 +68,20 @@ class MultifidelityLanczos(Solver):
         for state in lanczos_steps(run, op.random_vector(rng), self.sub_steps, indices,
                                    publish=("max",)):
             pass
-        _, S = state.ritz_vectors()
+        S = state.S
         p = min(self.bottom_ritz, S.shape[1] - 1)
         coeffs = S[:, -1] + (S[:, :p].sum(axis=1) / np.sqrt(p) if p else 0.0)
         g = op.random_vector(rng)
         return state.basis.combine(coeffs) + g / norm(g)
 
     def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]:
-        ends = ("max", "min") if which == "both" else (which,)
+        asked = ends(which)
         next_check = 1
         for state in lanczos_steps(run, self._warm_start(run, rng), self.max_steps):
             if (state.steps >= next_check or state.breakdown) and \
-                    all(state.ritz[e].converged(self.tol) for e in ends):
+                    all(state.ritz[e].converged(self.tol) for e in asked):
                 next_check = 2 * state.steps
-                if all([self._certify(run, state.ritz[e], e, state.basis) for e in ends]):
+                if all([self._certify(run, state.ritz[e], e, state.basis) for e in asked]):
                     return "converged", (f"full-data residual bound below tol={self.tol} "
                                          f"after {state.steps} full-data Lanczos steps")
             if state.breakdown:

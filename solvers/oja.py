@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from hessbench.solvers._shifted import (Shifted, batch_or_none, check_positive, draw, solve_ends,
-                              spectral_scale, windowed_iteration)
+                                        spectral_scale, windowed_iteration)
 from hessbench.solvers.base import Run, Solver
-from hessbench.solvers.krylov import norm
+from hessbench.solvers.kernels import norm
 
 
 class Oja(Solver):

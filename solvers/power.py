@@ -22,7 +22,7 @@ import numpy as np
 
 from hessbench.solvers._shifted import Shifted, solve_ends
 from hessbench.solvers.base import Run, Solver
-from hessbench.solvers.krylov import dot, norm
+from hessbench.solvers.kernels import dot, norm
 
 
 class PowerIteration(Solver):

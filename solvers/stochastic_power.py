@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from hessbench.solvers._shifted import (Shifted, batch_or_none, check_positive, draw, solve_ends,
-                              windowed_iteration)
+                                        windowed_iteration)
 from hessbench.solvers.base import Run, Solver
-from hessbench.solvers.krylov import norm
+from hessbench.solvers.kernels import norm
 
 
 class StochasticPower(Solver):

@@ -67,6 +67,7 @@ import numpy as np
 from hessbench.backends.base import HVPOperator
 from hessbench.backends.dense import DenseOperator
 from hessbench.solvers.base import Solver
+from hessbench.solvers.kernels import ends
 from hessbench.solvers.result import Budget, EigenResult, TraceRow
 
 __all__ = ["CHECKS", "GENEROUS_BUDGET", "KnownSpectrum", "NUM_SAMPLES", "RTOL_CONVERGED",
@@ -245,16 +246,12 @@ def _where(spectrum: KnownSpectrum, which: str, seed: int, extra: str = "") -> s
     return f"on {spectrum.name} with which={which!r}, seed={seed}{extra}"
 
 
-def _ends(which: str) -> tuple[str, ...]:
-    return ("max", "min") if which == "both" else (which,)
-
-
 def _require_accurate(c: _Context, result: EigenResult, spectrum: KnownSpectrum,
                       where: str) -> None:
     """A converged result's asked ends are within RTOL_CONVERGED; vectors are unit Ritz vectors
     with matching Rayleigh quotients."""
     A = spectrum.matrix()
-    for end in _ends(result.which):
+    for end in ends(result.which):
         value = getattr(result, f"lambda_{end}")
         vector = getattr(result, f"vector_{end}")
         if vector is not None:
@@ -294,7 +291,7 @@ def _require_contract(c: _Context, result: EigenResult, solver: Solver, which: s
               f"{where}: converged={result.converged!r} with status {result.status!r}")
     c.require(isinstance(result.message, str), f"{where}: message is not a str")
     for end in ("max", "min"):
-        asked = end in _ends(which)
+        asked = end in ends(which)
         for field in (f"lambda_{end}", f"residual_{end}"):
             value = getattr(result, field)
             c.require(value is None or _is_float(value),
@@ -361,7 +358,7 @@ def _require_trace(c: _Context, result: EigenResult, where: str) -> None:
               f"data_passes={result.data_passes!r}: call run.record() after the last HVP")
     c.require(last.seconds <= result.seconds, f"{where}: the last trace row has seconds="
               f"{last.seconds!r} > result.seconds={result.seconds!r}")
-    for end in _ends(result.which):
+    for end in ends(result.which):
         value, in_row = getattr(result, f"lambda_{end}"), getattr(last, f"lambda_{end}")
         c.require(in_row == value, f"{where}: the last trace row has lambda_{end}={in_row!r} "
                   f"but the result has {value!r}: call run.record() after the last "

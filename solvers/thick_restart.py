@@ -19,6 +19,10 @@ nothing; full reorthogonalisation deflates them from every new direction, so Lan
 spend steps rebuilding them after each restart. Locked pairs fill at most half of the free room,
 the outermost (by rank from the nearer end of the Ritz spectrum) first.
 
+Each step is the Lanczos step of :mod:`hessbench.solvers.kernels` (``lanczos_step``), with its
+breakdown rule (``invariant``) and error bound (``ritz_ends``, ``error_bound``); T is
+eigendecomposed densely here (``numpy.linalg.eigh``), since it is not tridiagonal after a restart.
+
 Memory: the basis never holds more than ``max_basis`` vectors (plus the residual vector and,
 during a restart, the kept Ritz vectors being formed). With max_basis >= the steps needed it is
 plain full-reorthogonalisation Lanczos, step for step.
@@ -29,8 +33,8 @@ from __future__ import annotations
 import numpy as np
 
 from hessbench.solvers.base import Run, Solver
-from hessbench.solvers.block_lanczos import as_like
-from hessbench.solvers.krylov import KrylovBasis, dot, norm
+from hessbench.solvers.kernels import (KrylovBasis, as_like, ends, invariant, lanczos_step, norm,
+                                       ritz_ends)
 
 
 def _end_index(end: str, keep: int, m: int) -> range:
@@ -62,11 +66,11 @@ class ThickRestartLanczos(Solver):
             raise ValueError(f"max_steps must be positive, got {max_steps}")
         self.max_basis, self.keep, self.max_steps = max_basis, keep, max_steps
 
-    def _kept(self, theta: np.ndarray, resid: np.ndarray, ends: tuple[str, ...],
+    def _kept(self, theta: np.ndarray, resid: np.ndarray, asked: tuple[str, ...],
               capacity: int) -> np.ndarray:
         """Indices of the Ritz pairs kept at a restart: wanted ends, then locked ones."""
         m = len(theta)
-        wanted = sorted({i for e in ends for i in _end_index(e, self.keep, m)})
+        wanted = sorted({i for e in asked for i in _end_index(e, self.keep, m)})
         room = capacity - len(wanted) - 1
         outward = np.argsort(np.minimum(np.arange(m), m - 1 - np.arange(m)), kind="stable")
         locked = [int(i) for i in outward
@@ -85,7 +89,7 @@ class ThickRestartLanczos(Solver):
 
     def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]:
         op = run.op
-        ends = ("max", "min") if which == "both" else (which,)
+        asked = ends(which)
         capacity = min(self.max_basis, op.size)
         q = op.random_vector(rng)
         q = q / norm(q)
@@ -94,37 +98,30 @@ class ThickRestartLanczos(Solver):
         T = np.zeros((capacity, capacity))
         for step in range(self.max_steps):
             j = basis.k - 1
-            w = run.matvec(q)
-            T[j, j] = dot(q, w)
-            w = basis.orthogonalize(w)
-            beta = norm(w)
+            T[j, j], w, beta = lanczos_step(run, basis, q)
             theta, Z = np.linalg.eigh(T[: j + 1, : j + 1])
-            resid = np.abs(beta * Z[-1, :])
-            breakdown = beta <= 1e-12 * np.abs(theta).max() or basis.k == op.size
-            done = []
-            for end, i, nb in (("max", -1, -2), ("min", 0, 1)):
-                if end not in ends:
-                    continue
-                r = 0.0 if breakdown else float(resid[i])
-                gap = abs(theta[i] - theta[nb]) if len(theta) > 1 else 0.0
-                done.append((min(r, r * r / gap) if gap > 0 else r) <= self.tol * abs(theta[i]))
-                run.estimate(end, theta[i], lambda c=Z[:, i]: basis.combine(c), residual=r)
+            ritz = ritz_ends(theta, Z, beta)
+            breakdown = invariant(beta, theta, basis, op.size)
+            for end in asked:
+                pair = ritz[end]
+                run.estimate(end, pair.value, lambda c=pair.coeffs: basis.combine(c),
+                             residual=0.0 if breakdown else pair.residual)
             run.record()
             if breakdown:
                 return "converged", "invariant Krylov subspace: Ritz values are exact"
-            if all(done):
+            if all(ritz[e].converged(self.tol) for e in asked):
                 return "converged", f"error bound below tol={self.tol} after {step + 1} steps"
             if basis.k < capacity:
                 q = w / beta
                 T[j, j + 1] = T[j + 1, j] = beta
                 basis.append(q)
                 continue
-            K = self._kept(theta, resid, ends, capacity)
+            K = self._kept(theta, np.abs(beta * Z[-1, :]), asked, capacity)
             self._restart(basis, T, theta[K], Z[:, K], beta)
             q = w / beta
             basis.append(q)
             for end, i in (("max", len(theta) - 1), ("min", 0)):
-                if end in ends:  # the published Ritz vector is now basis row searchsorted(K, i)
+                if end in asked:  # the published Ritz vector is now basis row searchsorted(K, i)
                     unit = np.zeros(len(K))
                     unit[np.searchsorted(K, i)] = 1.0
                     run.estimate(end, theta[i], lambda c=unit: basis.combine(c), run.res[end])

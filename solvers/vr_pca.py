@@ -30,9 +30,9 @@ import math
 import numpy as np
 
 from hessbench.solvers._shifted import (Shifted, batch_or_none, check_positive, draw, solve_ends,
-                              spectral_scale)
+                                        spectral_scale)
 from hessbench.solvers.base import Run, Solver
-from hessbench.solvers.krylov import dot, norm
+from hessbench.solvers.kernels import dot, norm
 
 
 class VRPCA(Solver):

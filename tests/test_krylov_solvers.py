@@ -8,9 +8,12 @@ from hessbench.backends.dense import DenseOperator
 from conftest import known_spectrum_matrix
 from hessbench import problems
 from hessbench.solvers import lanczos, thick_restart
-from hessbench.solvers.block_lanczos import BlockLanczos, append_orthonormal
+from hessbench.solvers.block_lanczos import BlockLanczos
 from hessbench.solvers.chebyshev import ChebyshevFilter
-from hessbench.solvers.krylov import KrylovBasis, norm
+from hessbench.solvers.base import Run
+from hessbench.solvers.kernels import (KrylovBasis, append_orthonormal, ends, error_bound,
+                                       lanczos_steps, norm)
+from hessbench.solvers.result import Budget
 from hessbench.solvers.lobpcg import LOBPCG
 from hessbench.solvers.thick_restart import ThickRestartLanczos
 
@@ -235,3 +238,28 @@ def test_lobpcg_diagonal_preconditioner_speeds_up_lambda_min():
 def test_option_errors(name, options, match):
     with pytest.raises(ValueError, match=match):
         SOLVERS[name](**options)
+
+
+def test_kernels_ends_and_error_bound():
+    assert ends("both") == ("max", "min") and ends("max") == ("max",) and ends("min") == ("min",)
+    assert error_bound(1e-2, 1.0) == pytest.approx(1e-4, rel=1e-15)  # r^2 / gap
+    assert error_bound(1e-2, 1e-3) == 1e-2  # r when r^2 / gap > r
+    assert error_bound(1e-2, 0.0) == 1e-2  # no gap known
+
+
+@pytest.mark.parametrize("start, steps", [("invariant", 3), ("random", 6)])
+def test_lanczos_steps_stops_at_breakdown_with_exact_ritz_values(start, steps):
+    spectrum = np.array([4.0, 3.0, 1.0, -1.0, -2.0, 0.5])
+    op = DenseOperator(np.diag(spectrum))
+    # e_0 + e_2 + e_4 spans an invariant 3-dimensional Krylov space; a random start, all of R^6
+    q = np.where(np.arange(6) % 2 == 0, 1.0, 0.0) if start == "invariant" else \
+        np.random.default_rng(0).standard_normal(6)
+    run = Run(op, Budget())
+    states = list(lanczos_steps(run, q, max_steps=20, publish=()))
+    assert [s.steps for s in states] == list(range(1, steps + 1))
+    assert [s.breakdown for s in states] == [False] * (steps - 1) + [True]
+    exact = np.sort(spectrum[::2] if start == "invariant" else spectrum)
+    assert np.allclose(states[-1].theta, exact, atol=1e-12)
+    assert run.hvp_calls == len(run.trace) == steps and run.lam == {"max": None, "min": None}
+    ritz = states[-1].ritz
+    assert (ritz["max"].value, ritz["min"].value) == (states[-1].theta[-1], states[-1].theta[0])

@@ -125,3 +125,31 @@ def test_entry_point_plugins_are_listed_and_loaded(monkeypatch):
     monkeypatch.setattr(registry, "entry_points", lambda group: [bad])
     with pytest.raises(TypeError, match="not a subclass"):
         solvers.get("bad")
+
+
+@pytest.mark.parametrize("name", solvers.available())
+def test_options_round_trip(name):
+    import inspect
+
+    cls = solvers.solver_class(name)
+    options = solvers.get(name).options()
+    assert options["tol"] == 1e-3
+    assert set(options) == set(inspect.signature(cls.__init__).parameters) - {"self"}
+    assert cls(**options).options() == options
+    assert solvers.get(name, tol=1e-5).options() == {**options, "tol": 1e-5}
+
+
+def test_options_are_the_effective_ones():
+    assert solvers.get("thick-restart-lanczos", max_basis=40).options()["keep"] == 5
+
+    class Forgetful(solvers.Solver):
+        name = "forgetful"
+
+        def __init__(self, tol=1e-3, steps=3):
+            super().__init__(tol)
+
+        def _solve(self, run, which, rng):  # pragma: no cover - never solved
+            return "max_steps", ""
+
+    with pytest.raises(AttributeError, match="steps"):
+        Forgetful().options()
