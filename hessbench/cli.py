@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from hessbench import backends
 from hessbench import solvers
 from hessbench import problems
+from hessbench.records import RunRecord
 
 DEMO_PROBLEMS = ("quadratic", "digits-mlp", "digits-cnn")
 DEMO_SOLVERS = ("lanczos", "power", "arpack")
@@ -70,40 +71,41 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hessbench.runner import run_one, write_json
+    from hessbench.runner import run_one
 
     record = run_one(args.problem, args.solver, backend=args.backend, seed=args.seed,
                      which=args.which, tol=args.tol, budget=_budget(args), dtype=args.dtype,
                      device=args.device, problem_options=_options(args.problem_option),
-                     solver_options=_options(args.solver_option), progress=not args.quiet)
-    path = write_json(record, args.output)
+                     solver_options=_options(args.solver_option), progress=not args.quiet,
+                     command=args.command_line)
+    path = record.write(args.output)
     print(_table([record]))
     print(f"wrote {path}")
-    return 0 if record["status"] != "failed" else 1
+    return 0 if record.status != "failed" else 1
 
 
 def _fmt(x: Any, spec: str = ".4g") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _table(records: list[dict[str, Any]]) -> str:
+def _table(records: list[RunRecord]) -> str:
     head = (f"{'problem':18s} {'solver':9s} {'lambda_max':>11s} {'err':>8s} {'lambda_min':>11s} "
             f"{'err':>8s} {'passes':>7s} {'passes@1%':>9s} {'seconds':>8s}  status")
     lines = [head, "-" * len(head)]
     for r in records:
-        e, c = r["errors"], r["cost_to_eps"].get("both@0.01")
+        e, c = r.errors, r.cost("both", 0.01)
         lines.append(
-            f"{r['problem']:18s} {r['solver']:9s} {_fmt(r['lambda_max']):>11s} "
-            f"{_fmt(e['rel_error_max'], '.1e'):>8s} {_fmt(r['lambda_min']):>11s} "
-            f"{_fmt(e['rel_error_min'], '.1e'):>8s} {r['data_passes']:7.0f} "
-            f"{_fmt(c and c['data_passes'], '.0f'):>9s} {r['seconds']:8.2f}  {r['status']}")
+            f"{r.problem:18s} {r.solver:9s} {_fmt(r.lambda_max):>11s} "
+            f"{_fmt(e.rel_error_max, '.1e'):>8s} {_fmt(r.lambda_min):>11s} "
+            f"{_fmt(e.rel_error_min, '.1e'):>8s} {_fmt(r.data_passes, '.0f'):>7s} "
+            f"{_fmt(c.data_passes, '.0f'):>9s} {_fmt(r.seconds, '.2f'):>8s}  {r.status}")
     return "\n".join(lines)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The default job: every demo solver on the offline problems, one table."""
     from hessbench.reference import compute_reference
-    from hessbench.runner import run_one, write_json
+    from hessbench.runner import run_one
 
     out = Path(args.output)
     records = []
@@ -113,8 +115,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"lambda_min={ref['lambda_min']:.6g}", flush=True)
         for solver in args.solvers:
             record = run_one(name, solver, seed=args.seed, budget={"max_passes": args.max_passes},
-                             progress=not args.quiet)
-            write_json(record, out / f"{name}_{solver}_seed{args.seed}.json")
+                             progress=not args.quiet, command=args.command_line)
+            record.write(out / f"{name}_{solver}_seed{args.seed}.json")
             records.append(record)
     print()
     print(_table(records))
@@ -128,14 +130,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from hessbench.seeds import parse_seeds
 
     runs = run_grid(args.problems, args.solvers, parse_seeds(args.seeds), args.output,
-                    progress=not args.quiet, backend=args.backend, tol=args.tol,
-                    budget=_budget(args), dtype=args.dtype, device=args.device)
+                    progress=not args.quiet, command=args.command_line, backend=args.backend,
+                    tol=args.tol, budget=_budget(args), dtype=args.dtype, device=args.device)
     print(write_summary(runs, args.output))
-    failed = [r for r in runs if r.get("status") == "error"]
+    failed = [r for r in runs if r.raised]
     for r in failed:
-        print(f"error: {r['problem']} {r['solver']} seed {r['seed']}: {r['message']}",
-              file=sys.stderr)
-    print(f"{len(runs)} runs in {args.output}/ (summary.md, summary.json)")
+        print(f"error: {r.problem} {r.solver} seed {r.seed}: {r.message}", file=sys.stderr)
+    print(f"{len(runs)} runs in {args.output}/ (summary.md, summary.json, results.csv)")
     return 1 if failed else 0
 
 
@@ -147,8 +148,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                          + (["--title", args.title] if args.title else []))
     written = build_report(args.run_dir, args.output, asv_results=args.asv_results,
                            title=args.title, command=command)
-    print(f"wrote {written['readme']}, {written['html']} and {len(written['figures'])} "
-          f"figure(s) in {Path(args.output) / 'figures'}")
+    print(f"wrote {written['readme']}, {written['html']}, {written['csv']} and "
+          f"{len(written['figures'])} figure(s) in {Path(args.output) / 'figures'}")
     return 0
 
 
@@ -221,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = ["hessbench", *argv]  # recorded in run records as the command
     try:
         return args.func(args)
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as err:

@@ -2,18 +2,18 @@
 
 Errors of an estimate x of lambda: relative |x - lambda| / |lambda|, and normalised by the
 spectral scale |x - lambda| / |lambda_max| (far looser for a lambda_min near 0).
-Time-to-eps: the cost (data passes, seconds, HVPs) at the first trace row from which the estimate
-stays within relative error eps for the rest of the trace ("reached and stayed").
+Cost to eps: the cost (data passes, seconds, HVPs) at the first trace row from which the
+estimate stays within relative error eps for the rest of the trace ("reached and stayed").
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Sequence
 
+from hessbench.records import END_GROUPS, EPSILONS, AnswerErrors, CostToEps, Reference
+from hessbench.solvers.kernels import ends
 from hessbench.solvers.result import TraceRow
-
-ENDS = ("max", "min")
 
 
 def relative_error(estimate: float | None, truth: float) -> float | None:
@@ -28,25 +28,26 @@ def scaled_error(estimate: float | None, truth: float, scale: float) -> float | 
     return abs(estimate - truth) / abs(scale)
 
 
-def time_to_eps(trace: Iterable[TraceRow | dict[str, Any]], reference: dict[str, float],
-                eps: float, ends: tuple[str, ...] = ENDS) -> dict[str, float] | None:
-    """Cost at which every end in ``ends`` came within relative ``eps`` and stayed there.
-
-    Returns ``{"data_passes", "seconds", "hvp_calls"}`` or ``None`` if never reached.
-    """
-    rows = [r if isinstance(r, dict) else vars(r) for r in trace]
+def time_to_eps(trace: Sequence[TraceRow], reference: Reference, eps: float,
+                end: str = "both") -> CostToEps:
+    """Cost at which every estimate of ``end`` ("max", "min" or "both") came within relative
+    ``eps`` of the reference and stayed there (unreached: all costs None)."""
     first_ok: int | None = None
-    for i, row in enumerate(rows):
-        ok = all(_within(row.get(f"lambda_{e}"), reference[f"lambda_{e}"], eps) for e in ends)
+    for i, row in enumerate(trace):
+        ok = all(_within(getattr(row, f"lambda_{e}"), reference.value(e), eps) for e in ends(end))
         if ok and first_ok is None:
             first_ok = i
         elif not ok:
             first_ok = None
     if first_ok is None:
-        return None
-    row = rows[first_ok]
-    return {"data_passes": row["data_passes"], "seconds": row["seconds"],
-            "hvp_calls": row["hvp_calls"]}
+        return CostToEps(end, eps)
+    row = trace[first_ok]
+    return CostToEps(end, eps, row.data_passes, row.seconds, row.hvp_calls)
+
+
+def cost_to_eps(trace: Sequence[TraceRow], reference: Reference) -> list[CostToEps]:
+    """:func:`time_to_eps` for every eps in ``EPSILONS`` and every end group (max, min, both)."""
+    return [time_to_eps(trace, reference, eps, end) for eps in EPSILONS for end in END_GROUPS]
 
 
 def _within(estimate: float | None, truth: float, eps: float) -> bool:
@@ -54,12 +55,12 @@ def _within(estimate: float | None, truth: float, eps: float) -> bool:
         abs(estimate - truth) <= eps * abs(truth)
 
 
-def errors(result: dict[str, Any], reference: dict[str, float]) -> dict[str, float | None]:
-    """Relative and lambda_max-scaled errors of a result's self-stopped answer."""
-    scale = reference["lambda_max"]
-    out: dict[str, float | None] = {}
-    for e in ENDS:
-        est, truth = result.get(f"lambda_{e}"), reference[f"lambda_{e}"]
-        out[f"rel_error_{e}"] = relative_error(est, truth)
-        out[f"scaled_error_{e}"] = scaled_error(est, truth, scale)
-    return out
+def answer_errors(lambda_max: float | None, lambda_min: float | None,
+                  reference: Reference) -> AnswerErrors:
+    """Relative and lambda_max-scaled errors of a self-stopped answer."""
+    scale = reference.lambda_max
+    return AnswerErrors(
+        rel_error_max=relative_error(lambda_max, reference.lambda_max),
+        rel_error_min=relative_error(lambda_min, reference.lambda_min),
+        scaled_error_max=scaled_error(lambda_max, reference.lambda_max, scale),
+        scaled_error_min=scaled_error(lambda_min, reference.lambda_min, scale))

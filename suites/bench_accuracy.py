@@ -9,6 +9,7 @@ there, or the combination is skipped here.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -35,9 +36,7 @@ def _solve_all() -> dict[str, Any]:
                     except Exception as err:  # noqa: BLE001 - reported by the benchmarks
                         records[key] = {"error": f"{type(err).__name__}: {err}"}
                         continue
-                    records[key] = {k: r[k] for k in (
-                        "lambda_max", "lambda_min", "converged", "status", "data_passes",
-                        "hvp_calls", "seconds", "errors", "cost_to_eps", "reference")}
+                    records[key] = dataclasses.replace(r, trace=[])  # the typed record
     return records
 
 
@@ -59,41 +58,41 @@ class Accuracy:
         record = records.get(f"{backend}|{problem}|{solver}|{seed}")
         if record is None:
             raise NotImplementedError("not in the grid solved by setup_cache")
-        if "skip" in record:
+        if isinstance(record, dict) and "skip" in record:
             raise NotImplementedError(record["skip"])
-        if "error" in record:
+        if isinstance(record, dict):
             raise RuntimeError(f"{problem} / {solver} / seed {seed} on {backend}: "
                                f"{record['error']}")
         self.record = record
 
-    def _passes(self, key: str) -> float:
-        hit = self.record["cost_to_eps"][key]
-        return math.nan if hit is None else float(hit["data_passes"])
+    def _passes(self, end: str, eps: float) -> float:
+        hit = self.record.cost(end, eps)
+        return math.nan if hit.data_passes is None else float(hit.data_passes)
 
     def track_passes_to_10pct_max(self, *args: Any) -> float:
-        return self._passes("max@0.1")
+        return self._passes("max", 0.1)
 
     def track_passes_to_1pct_max(self, *args: Any) -> float:
-        return self._passes("max@0.01")
+        return self._passes("max", 0.01)
 
     def track_passes_to_10pct_min(self, *args: Any) -> float:
-        return self._passes("min@0.1")
+        return self._passes("min", 0.1)
 
     def track_passes_to_1pct_min(self, *args: Any) -> float:
-        return self._passes("min@0.01")
+        return self._passes("min", 0.01)
 
     def track_passes_to_1pct_both(self, *args: Any) -> float:
-        return self._passes("both@0.01")
+        return self._passes("both", 0.01)
 
     def track_passes_self_stopped(self, *args: Any) -> float:
-        return float(self.record["data_passes"])
+        return float(self.record.data_passes)
 
     def track_rel_error_max(self, *args: Any) -> float:
-        err = self.record["errors"]["rel_error_max"]
+        err = self.record.errors.rel_error_max
         return math.nan if err is None else float(err)
 
     def track_rel_error_min(self, *args: Any) -> float:
-        err = self.record["errors"]["rel_error_min"]
+        err = self.record.errors.rel_error_min
         return math.nan if err is None else float(err)
 
     for _track in (track_passes_to_10pct_max, track_passes_to_1pct_max,

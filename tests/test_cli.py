@@ -3,10 +3,12 @@ import json
 import pytest
 
 from hessbench.cli import main
+from hessbench.records import read_record
 
 REQUIRED = {"problem", "solver", "backend", "seed", "device", "dtype", "versions", "lambda_max",
             "lambda_min", "data_passes", "hvp_calls", "seconds", "converged", "reference",
-            "errors", "trace", "problem_config", "cost_to_eps"}
+            "errors", "trace", "problem_config", "cost_to_eps", "threads", "schema_version",
+            "solver_options", "command"}
 
 
 def test_run_writes_a_complete_json_record(tmp_path, capsys):
@@ -21,7 +23,12 @@ def test_run_writes_a_complete_json_record(tmp_path, capsys):
     assert record["seed"] == 2 and record["budget"] == {"max_passes": 500.0}
     assert record["versions"]["torch"] and record["dtype"] == "float64"
     assert len(record["trace"]) == record["hvp_calls"]
-    assert record["cost_to_eps"]["both@0.01"]["data_passes"] <= record["data_passes"]
+    both = [c for c in record["cost_to_eps"] if (c["end"], c["eps"]) == ("both", 0.01)]
+    assert both[0]["data_passes"] <= record["data_passes"]
+    assert record["schema_version"] == 2 and record["threads"] >= 1
+    assert record["solver_options"] == {"tol": 1e-6, "max_steps": 500}  # defaults included
+    assert record["command"][:2] == ["hessbench", "run"] and "--tol" in record["command"]
+    assert read_record(out).to_json() == record  # the typed record round-trips
     assert "quadratic-small" in capsys.readouterr().out
 
 

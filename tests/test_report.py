@@ -10,8 +10,10 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from hessbench.cli import main  # noqa: E402
+from hessbench.long_table import long_table, read_csv  # noqa: E402
+from hessbench.records import RunRecord, load_runs  # noqa: E402
 from hessbench.report import build_report, load_asv_results  # noqa: E402
-from hessbench.runner import run_one, write_json  # noqa: E402
+from hessbench.runner import run_one  # noqa: E402
 
 SOLVERS = ("lanczos", "power")
 SEEDS = (0, 1)
@@ -26,10 +28,10 @@ def run_dir(tmp_path_factory, _cache):
         for seed in SEEDS:
             record = run_one("quadratic-small", solver, seed=seed,
                              budget={"max_passes": 40}, progress=False)
-            write_json(record, out / f"quadratic-small_{solver}_seed{seed}.json")
-    write_json({"problem": "quadratic-small", "solver": "broken", "seed": 0, "status": "error",
-                "message": "RuntimeError: boom", "traceback": "..."},
-               out / "quadratic-small_broken_seed0.json")
+            record.write(out / f"quadratic-small_{solver}_seed{seed}.json")
+    RunRecord(problem="quadratic-small", solver="broken", seed=0, status="error",
+              message="RuntimeError: <boom>", traceback="...").write(
+        out / "quadratic-small_broken_seed0.json")
     (out / "throughput.json").write_text(json.dumps([
         {"problem": "digits-mlp", "backend": b, "dtype": "float32", "batch_size": bs,
          "samples_per_second": s * bs ** 0.5, "device": "cpu"}
@@ -75,7 +77,13 @@ def test_report_writes_readme_html_tables_and_figures(run_dir, tmp_path):
     assert readme.count("| **lanczos** (winner) |") == 3  # passes, seconds, self-stopped
     assert re.search(r"\n\| power \| [\d.]+ \[.*\] / never \(0/2\) / never \(0/2\) \|", readme)
     assert "| power | 0/2 | 0% |" in readme and "| **lanczos** (winner) | 2/2 | 100% |" in readme
-    assert "| quadratic-small | broken | 0 | RuntimeError: boom |" in readme
+    assert "| quadratic-small | broken | 0 | RuntimeError: <boom> |" in readme
+    assert "RuntimeError: &lt;boom&gt;" in index and "<boom>" not in index  # escaped
+    # effective solver options (defaults included) are listed
+    assert "`lanczos`: `{\"max_steps\": 500, \"tol\": 0.001}`" in readme
+    # the long table ships as CSV and equals the one computed from the records
+    assert written["csv"] == out / "results.csv"
+    assert read_csv(out / "results.csv") == long_table(load_runs(run_dir))
     assert '<tr class="winner"><td><strong>lanczos</strong> (winner)</td>' in index
     assert index.count("<table>") == readme.count("\n|---")  # every table, in HTML too
     # throughput table

@@ -1,0 +1,94 @@
+"""The long-format results table: one row per run x end x eps.
+
+Every summary, winner, table and figure of ``compare`` and ``report`` is computed from these
+rows by grouping (never by parsing text). A row holds the cost at which the estimate of
+``end`` ("max", "min" or "both") came within relative error ``eps`` of the reference and stayed
+there (None: never), the self-stopped answer's relative error at that end ("both": the larger
+over the asked ends) and whether that answer succeeded: converged by the solver's own rule and
+within ``eps`` on that end ("both": every asked end). It is written as CSV next to a report's
+figures, so a reader can re-plot without rerunning.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+from hessbench.records import END_GROUPS, EPSILONS, RunRecord
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One run at one end and one eps (see the module docstring); costs None when the run
+    never reached eps there (or raised: ``status == "error"``)."""
+
+    problem: str
+    backend: str
+    solver: str
+    seed: int
+    end: str
+    eps: float
+    data_passes: float | None
+    seconds: float | None
+    hvp_calls: int | None
+    self_stopped_error: float | None
+    success: bool
+    converged: bool
+    status: str
+    passes_used: float | None
+
+
+def rows_of(run: RunRecord, epsilons: Iterable[float] = EPSILONS) -> list[ResultRow]:
+    """The rows of one run, for every end group and eps."""
+    out = []
+    for eps in epsilons:
+        for end in END_GROUPS:
+            cost = run.cost(end, eps)
+            ends = run.asked_ends() if end == "both" else (end,)
+            errs = [run.errors.relative(e) for e in ends]
+            error = None if any(e is None for e in errs) or not errs else max(errs)
+            out.append(ResultRow(
+                problem=run.problem, backend=run.backend, solver=run.solver, seed=run.seed,
+                end=end, eps=eps, data_passes=cost.data_passes, seconds=cost.seconds,
+                hvp_calls=cost.hvp_calls, self_stopped_error=error,
+                success=not run.raised and run.converged and run.within(end, eps),
+                converged=run.converged, status=run.status, passes_used=run.data_passes))
+    return out
+
+
+def long_table(runs: Iterable[RunRecord], epsilons: Iterable[float] = EPSILONS
+               ) -> list[ResultRow]:
+    """The rows of every run, in the order of the runs."""
+    eps = tuple(epsilons)
+    return [row for run in runs for row in rows_of(run, eps)]
+
+
+COLUMNS = tuple(f.name for f in fields(ResultRow))
+
+
+def write_csv(rows: Iterable[ResultRow], path: str | Path) -> Path:
+    """CSV with a header line; a missing value (never reached, no answer) is an empty cell."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(COLUMNS)
+        for row in rows:
+            writer.writerow(["" if v is None else v for v in astuple(row)])
+    return path
+
+
+def read_csv(path: str | Path) -> list[ResultRow]:
+    """The rows of a CSV written by :func:`write_csv`."""
+    kinds = {"seed": int, "eps": float, "data_passes": float, "seconds": float,
+             "hvp_calls": int, "self_stopped_error": float, "passes_used": float,
+             "success": lambda s: s == "True", "converged": lambda s: s == "True"}
+    with Path(path).open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{path}: expected the columns {', '.join(COLUMNS)}")
+        return [ResultRow(**{k: (None if v == "" and k in kinds and k not in
+                                 ("success", "converged") else kinds.get(k, str)(v))
+                             for k, v in line.items()}) for line in reader]

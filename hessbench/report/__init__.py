@@ -1,0 +1,111 @@
+"""Publishable report of a ``hessbench compare`` run: ``hessbench report RUN_DIR -o OUT``.
+
+Reads the typed run records of RUN_DIR (:func:`hessbench.records.load_runs`), builds the
+long table (:mod:`hessbench.long_table`) and its summary (:mod:`hessbench.summary`), and
+writes to OUT:
+
+- ``README.md``: the setup (machine, device, threads, versions, problems with their reference
+  eigenvalues and how they were obtained, effective solver options, budgets, seeds, the
+  commands that reproduce it), the tables and the figures;
+- ``index.html``: the same, self-contained (figures embedded as base64 PNG);
+- ``results.csv``: the long table, one row per run x end x eps, to re-plot without rerunning;
+- ``summary.json``: the summary rows;
+- ``figures/*.png``: ``convergence_<problem>[_<backend>].png`` (relative error of the
+  lambda_max and lambda_min estimates vs data passes and vs seconds), ``data_profile.png``
+  (Moré & Wild data profiles) and ``hvp_throughput.png`` if RUN_DIR has ``throughput.json``
+  (:mod:`hessbench.report.load`).
+
+``asv_results`` (e.g. ``.asv/results``) folds in the latest value of every asv benchmark.
+
+Modules: ``load`` (throughput and asv inputs), ``curves`` (error curves, data profiles),
+``figures`` (matplotlib), ``tables`` and ``content`` (the document as structured blocks),
+``render`` (Markdown, and HTML through Jinja2 and markdown-it-py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from hessbench.long_table import long_table, write_csv
+from hessbench.records import load_runs
+from hessbench.report.content import ReportInputs, default_title, document
+from hessbench.report.load import load_asv_results, load_throughput
+from hessbench.report.render import render_html, render_markdown
+from hessbench.summary import summarise
+
+__all__ = ["build_report", "load_asv_results", "registry_orders"]
+
+
+def registry_orders() -> tuple[list[str], list[str]]:
+    """Problems and solvers in registry order (built-ins first): the order of every table."""
+    from hessbench import problems, solvers
+
+    return problems.available(), solvers.available()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def build_report(run_dir: str | Path, output: str | Path, *,
+                 asv_results: str | Path | None = None, title: str | None = None,
+                 command: str | None = None) -> dict[str, Any]:
+    """Write the report of the runs in ``run_dir`` to ``output``; returns what was written
+    (``readme``, ``html``, ``csv``, ``summary``, ``figures``: name -> path, ``rows``: the
+    summary rows)."""
+    from hessbench.report import figures as fig
+
+    run_dir, out = Path(run_dir), Path(output)
+    runs = load_runs(run_dir)
+    if not runs:
+        raise FileNotFoundError(f"no run records (JSON files with 'problem' and 'solver') in "
+                                f"{run_dir}")
+    out.mkdir(parents=True, exist_ok=True)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+
+    problem_order, solver_order = registry_orders()
+    rows = long_table(runs)
+    summary = summarise(rows, problem_order, solver_order)
+    present = {r.solver for r in runs}
+    solvers = [s for s in solver_order if s in present] + sorted(present - set(solver_order))
+    styles = fig.solver_styles(solvers)
+    several = len({r.backend for r in runs if not r.raised}) > 1
+
+    figures: dict[tuple[str, ...], Path] = {}
+    for row in summary:
+        key = ("convergence", row.problem, row.backend)
+        group = [r for r in runs if (r.problem, r.backend) == key[1:] and not r.raised]
+        if key not in figures and group:
+            name = row.problem + (f"_{row.backend}" if several else "")
+            path = fig_dir / f"convergence_{_slug(name)}.png"
+            label = row.problem + (f" [{row.backend}]" if several else "")
+            fig.plot_convergence(group, label, path, styles)
+            figures[key] = path
+    if any(not r.raised for r in runs):
+        figures[("data_profile",)] = fig_dir / "data_profile.png"
+        fig.plot_data_profiles(rows, figures[("data_profile",)], styles)
+    throughput, throughput_cmd = load_throughput(run_dir)
+    if throughput:
+        figures[("throughput",)] = fig_dir / "hvp_throughput.png"
+        fig.plot_throughput(throughput, figures[("throughput",)])
+
+    inputs = ReportInputs(
+        run_dir=run_dir, out=out, runs=runs, long_rows=rows, summary=summary, solvers=solvers,
+        figures=figures, throughput=throughput, throughput_command=throughput_cmd,
+        asv_rows=load_asv_results(asv_results) if asv_results is not None else None,
+        title=title or default_title(runs), command=command)
+    blocks = document(inputs)
+    readme = out / "README.md"
+    readme.write_text(render_markdown(blocks))
+    index = out / "index.html"
+    index.write_text(render_html(blocks, title=inputs.title))
+    csv_path = write_csv(rows, out / "results.csv")
+    summary_path = out / "summary.json"
+    summary_path.write_text(json.dumps([asdict(r) for r in summary], indent=1))
+    return {"readme": readme, "html": index, "csv": csv_path, "summary": summary_path,
+            "figures": {"_".join(k): p for k, p in figures.items()}, "rows": summary}
