@@ -11,7 +11,7 @@ standard library, so registries are cheap to import.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -25,30 +25,25 @@ class UnknownNameError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def _installed(group: str) -> Iterable[EntryPoint]:
-    return entry_points(group=group)
-
-
 class Registry:
     """Named, lazily loaded entries of one kind: ``available()``, ``load(name)``.
 
     ``builtins``: ordered ``{name: "module:attr"}``; ``group``: the entry-point group of
     plugins; ``validate(name, obj)`` raises (e.g. ``TypeError``) if a loaded object is not of
-    this kind; ``error``: the :class:`UnknownNameError` subclass raised for unknown names;
-    ``discover(group)``: the installed entry points of a group (tests substitute it).
+    this kind; ``error``: the :class:`UnknownNameError` subclass raised for unknown names.
+    Plugins are looked up with :func:`importlib.metadata.entry_points` on every call (so a
+    package installed while the process runs is found).
     """
 
     def __init__(self, kind: str, group: str, builtins: Mapping[str, str], *,
                  validate: Callable[[str, Any], None] | None = None,
-                 error: type[UnknownNameError] = UnknownNameError,
-                 discover: Callable[[str], Iterable[EntryPoint]] | None = None) -> None:
+                 error: type[UnknownNameError] = UnknownNameError) -> None:
         self.kind, self.group, self.error = kind, group, error
         self._builtins = {name: EntryPoint(name, value, group) for name, value in builtins.items()}
         self._validate = validate
-        self._discover = discover
 
     def _plugins(self) -> dict[str, EntryPoint]:
-        found = (self._discover or _installed)(self.group)
+        found = entry_points(group=self.group)
         return {ep.name: ep for ep in found if ep.name not in self._builtins}
 
     def entries(self) -> dict[str, EntryPoint]:

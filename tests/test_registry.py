@@ -27,10 +27,7 @@ def plugins(monkeypatch):
     def fake_entry_points(group):
         return list(installed.get(group, []))
 
-    from hessbench.solvers import registry as solver_registry
-
     monkeypatch.setattr(hessbench.registry, "entry_points", fake_entry_points)
-    monkeypatch.setattr(solver_registry, "entry_points", fake_entry_points)
 
     def install(group, name, attr, obj):
         setattr(module, attr, obj)

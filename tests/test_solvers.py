@@ -115,14 +115,15 @@ def test_registry_and_argument_errors():
 def test_entry_point_plugins_are_listed_and_loaded(monkeypatch):
     from importlib.metadata import EntryPoint
 
+    import hessbench.registry
     from hessbench.solvers import registry
 
     ep = EntryPoint("my-lanczos", "hessbench.solvers.lanczos:Lanczos", registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
+    monkeypatch.setattr(hessbench.registry, "entry_points", lambda group: [ep])
     assert "my-lanczos" in solvers.available()
     assert solvers.get("my-lanczos", tol=1e-2).tol == 1e-2
     bad = EntryPoint("bad", "numpy:ndarray", registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [bad])
+    monkeypatch.setattr(hessbench.registry, "entry_points", lambda group: [bad])
     with pytest.raises(TypeError, match="not a subclass"):
         solvers.get("bad")
 
