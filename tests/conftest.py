@@ -34,3 +34,23 @@ def small_mlp_problem():
     x = torch.randn(53, 6, dtype=torch.float64)
     y = torch.randint(0, 3, (53,))
     return model, torch.nn.functional.cross_entropy, x, y
+
+
+def tiny_jax_mlp(n=53, seed=0):
+    """A user's JAX model: params a nested pytree, loss the batch-mean cross-entropy."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    params = {"hidden": (rng.standard_normal((6, 5)), np.zeros(5)),
+              "out": {"w": rng.standard_normal((5, 3)) / 2, "b": np.full(3, 0.1)}}
+    x, y = rng.standard_normal((n, 6)), rng.integers(0, 3, n)
+
+    def loss_fn(p, batch):
+        inputs, targets = batch
+        w1, b1 = p["hidden"]
+        logits = jnp.tanh(inputs @ w1 + b1) @ p["out"]["w"] + p["out"]["b"]
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, targets[:, None], axis=1))
+
+    return loss_fn, params, x, y

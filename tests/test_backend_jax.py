@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import tiny_jax_mlp as tiny_mlp
 import torch
 
 jax = pytest.importorskip("jax")
@@ -161,21 +162,6 @@ def test_jax_lanczos_matches_the_certified_digits_mlp_reference():
 
 
 # -- the operator's contract -----------------------------------------------------------------
-def tiny_mlp(n=53, seed=0):
-    """A user's JAX model: params a nested pytree, loss the batch-mean cross-entropy."""
-    rng = np.random.default_rng(seed)
-    params = {"hidden": (rng.standard_normal((6, 5)), np.zeros(5)),
-              "out": {"w": rng.standard_normal((5, 3)) / 2, "b": np.full(3, 0.1)}}
-    x, y = rng.standard_normal((n, 6)), rng.integers(0, 3, n)
-
-    def loss_fn(p, batch):
-        inputs, targets = batch
-        w1, b1 = p["hidden"]
-        logits = jnp.tanh(inputs @ w1 + b1) @ p["out"]["w"] + p["out"]["b"]
-        logp = jax.nn.log_softmax(logits)
-        return -jnp.mean(jnp.take_along_axis(logp, targets[:, None], axis=1))
-
-    return loss_fn, params, x, y
 
 
 def dense_hessian(loss_fn, params, x, y):

@@ -5,6 +5,7 @@ eigsh on ``op.to_scipy()`` finds lambda_max with every product charged to the me
 
 import numpy as np
 import pytest
+from conftest import tiny_jax_mlp
 import torch
 from scipy.sparse.linalg import eigsh
 from torch.func import functional_call, hessian
@@ -94,17 +95,7 @@ def jax_case(jax, dtype):
 
     from hessbench.backends.jax import HessianOperator as JaxOperator
 
-    rng = np.random.default_rng(0)
-    params = {"hidden": (rng.standard_normal((6, 5)), np.zeros(5)),
-              "out": {"w": rng.standard_normal((5, 3)) / 2, "b": np.full(3, 0.1)}}
-    x, y = rng.standard_normal((N, 6)), rng.integers(0, 3, N)
-
-    def loss_fn(p, batch):
-        inputs, targets = batch
-        w1, b1 = p["hidden"]
-        logits = jnp.tanh(inputs @ w1 + b1) @ p["out"]["w"] + p["out"]["b"]
-        logp = jax.nn.log_softmax(logits)
-        return -jnp.mean(jnp.take_along_axis(logp, targets[:, None], axis=1))
+    loss_fn, params, x, y = tiny_jax_mlp(N)
 
     op = JaxOperator(loss_fn, params, (x, y), batch_size=16, dtype=dtype)
     theta, unravel = ravel_pytree(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64),
@@ -310,35 +301,3 @@ def test_to_scipy_of_a_jax_operator_returns_new_writable_numpy_arrays(jax_x64):
     assert type(out) is np.ndarray and out.flags.writeable and out.dtype == np.float64
     assert np.allclose(out, (x.T @ x / N + A) @ v, rtol=1e-12)
     assert op.meter.hvp_calls == 1 and op.meter.samples == N
-
-
-def test_readme_operator_example_runs():
-    """The proposed README section "HVP operators" as written (CPU, a few seconds)."""
-    import numpy as np  # noqa: F811 - as in the snippet
-    import torch  # noqa: F811
-    from scipy.sparse.linalg import eigsh  # noqa: F811
-    from torch.func import functional_call, hessian  # noqa: F811
-
-    from hessbench.backends.testing import check_operator  # noqa: F811
-    from hessbench.backends.torch import HessianOperator  # noqa: F811
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(),
-                                torch.nn.Linear(5, 3)).double()
-    x, y = torch.randn(53, 6, dtype=torch.float64), torch.randint(0, 3, (53,))
-    loss_fn = torch.nn.functional.cross_entropy
-    op = HessianOperator(model, loss_fn, (x, y), batch_size=16)   # batches 16+16+16+5
-
-    # SciPy: every product goes through op.matvec and is charged to op.meter
-    lam_max = eigsh(op.to_scipy(), k=1, which="LA", return_eigenvectors=False)[0]
-    print(lam_max, op.meter.hvp_calls, op.meter.data_passes)
-
-    # conformance: against the float64 Hessian of the mean loss, computed independently
-    def dense_hessian(indices=None):
-        idx = slice(None) if indices is None else torch.as_tensor(indices)
-        f = lambda flat: loss_fn(functional_call(model, op.unflatten(flat), (x[idx],)), y[idx])
-        return hessian(f)(op.theta).numpy()
-
-    check_operator(op, dense_hessian)   # passes silently; else one AssertionError lists failures
-
-    assert lam_max == pytest.approx(np.linalg.eigvalsh(dense_hessian())[-1], rel=1e-8)
