@@ -156,7 +156,7 @@ def _setup(i: ReportInputs) -> list[Block]:
         ("dtype", joined(r.dtype for r in ok) or "-"),
         ("versions", versions_text(ok)),
         ("solvers", ", ".join(f"`{s}`" for s in i.solvers)),
-        ("solver options (effective)", "<br>".join(
+        ("solver options (effective)", "; ".join(
             f"`{s}`: `{o}`" for s in i.solvers
             for o in _uniq(r.solver_options for r in ok if r.solver == s)) or "-"),
         ("which", joined(r.which for r in ok) or "-"),
