@@ -15,6 +15,7 @@ import csv
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from hessbench.records import END_GROUPS, EPSILONS, RunRecord
 
@@ -82,13 +83,18 @@ def write_csv(rows: Iterable[ResultRow], path: str | Path) -> Path:
 
 def read_csv(path: str | Path) -> list[ResultRow]:
     """The rows of a CSV written by :func:`write_csv`."""
-    kinds = {"seed": int, "eps": float, "data_passes": float, "seconds": float,
-             "hvp_calls": int, "self_stopped_error": float, "passes_used": float,
-             "success": lambda s: s == "True", "converged": lambda s: s == "True"}
+    numbers = {"seed": int, "eps": float, "data_passes": float, "seconds": float,
+               "hvp_calls": int, "self_stopped_error": float, "passes_used": float}
+
+    def value(column: str, text: str) -> Any:
+        if column in ("success", "converged"):
+            return text == "True"
+        if column in numbers:
+            return None if text == "" else numbers[column](text)
+        return text
+
     with Path(path).open(newline="") as fh:
         reader = csv.DictReader(fh)
         if tuple(reader.fieldnames or ()) != COLUMNS:
             raise ValueError(f"{path}: expected the columns {', '.join(COLUMNS)}")
-        return [ResultRow(**{k: (None if v == "" and k in kinds and k not in
-                                 ("success", "converged") else kinds.get(k, str)(v))
-                             for k, v in line.items()}) for line in reader]
+        return [ResultRow(**{k: value(k, v) for k, v in line.items()}) for line in reader]

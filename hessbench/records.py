@@ -199,12 +199,16 @@ def is_run_record(data: Any) -> bool:
                                        or ("problem" in data and "solver" in data))
 
 
-def read_record(path: str | Path) -> RunRecord:
-    path = Path(path)
+def _json(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise RecordError(f"{path}: not valid JSON ({err})") from err
+
+
+def read_record(path: str | Path) -> RunRecord:
+    path = Path(path)
+    data = _json(path)
     if not is_run_record(data):
         raise RecordError(f"{path}: not a hessbench run record")
     return RunRecord.from_json(data, source=path)
@@ -215,10 +219,7 @@ def load_runs(directory: str | Path) -> list[RunRecord]:
     other JSON files (summaries, throughput measurements) are skipped."""
     runs = []
     for path in sorted(Path(directory).glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise RecordError(f"{path}: not valid JSON ({err})") from err
+        data = _json(path)
         if is_run_record(data):
             runs.append(RunRecord.from_json(data, source=path))
     return runs

@@ -85,15 +85,16 @@ def _rank(order: Sequence[str]):
 
 
 def summarise(rows: Iterable[ResultRow], problem_order: Sequence[str] = (),
-              solver_order: Sequence[str] = ()) -> list[SummaryRow]:
-    """One :class:`SummaryRow` per (problem, backend, solver), sorted by problem (in
-    ``problem_order``, others after them by name), backend, then solver (``solver_order``)."""
+              solver_order: Sequence[str] = (), backend_order: Sequence[str] = ()
+              ) -> list[SummaryRow]:
+    """One :class:`SummaryRow` per (problem, backend, solver), sorted by problem, backend and
+    solver, each in the given order (names not listed come after, by name)."""
     groups: dict[tuple[str, str, str], list[ResultRow]] = {}
     for r in rows:
         groups.setdefault((r.problem, r.backend, r.solver), []).append(r)
-    p_rank, s_rank = _rank(problem_order), _rank(solver_order)
+    p_rank, s_rank, b_rank = _rank(problem_order), _rank(solver_order), _rank(backend_order)
     out = []
-    for key in sorted(groups, key=lambda k: (p_rank(k[0]), k[1], s_rank(k[2]))):
+    for key in sorted(groups, key=lambda k: (p_rank(k[0]), b_rank(k[1]), s_rank(k[2]))):
         group = groups[key]
         runs = [r for r in group if r.end == "both" and r.eps == group[0].eps]
         ok = [r for r in runs if r.status != "error"]

@@ -93,6 +93,30 @@ def test_report_writes_readme_html_tables_and_figures(run_dir, tmp_path):
     assert {r["solver"] for r in rows} == {"lanczos", "power", "broken"}
 
 
+def test_runs_of_two_backends_are_summarised_apart(run_dir, tmp_path):
+    """Records of the same problem on torch and JAX: one group per backend (registry order),
+    each with its own winner, convergence figure and problem row; nothing merged."""
+    import dataclasses
+
+    src = tmp_path / "runs"
+    for run in load_runs(run_dir):
+        if not run.raised:
+            run.write(src / f"torch_{run.solver}_{run.seed}.json")
+            dataclasses.replace(run, backend="jax", lambda_min=None).write(
+                src / f"jax_{run.solver}_{run.seed}.json")
+    written = build_report(src, tmp_path / "report")
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert {p.name for p in written["figures"].values()} == {
+        "convergence_quadratic-small_torch.png", "convergence_quadratic-small_jax.png",
+        "data_profile.png"}
+    assert readme.index("#### quadratic-small [torch]") < readme.index("#### quadratic-small [jax]")
+    assert readme.count("| **lanczos** (winner) |") == 6  # 3 tables x 2 backends
+    assert "- quadratic-small [torch]: **lanczos**" in readme
+    assert "| quadratic-small [jax] |" in readme and "| quadratic-small [torch] |" in readme
+    rows = [(r.backend, r.solver) for r in written["rows"]]
+    assert rows == [("torch", "lanczos"), ("torch", "power"), ("jax", "lanczos"), ("jax", "power")]
+
+
 def test_report_without_throughput_skips_that_figure(run_dir, tmp_path):
     src = tmp_path / "runs"
     src.mkdir()

@@ -35,16 +35,18 @@ from hessbench.records import load_runs
 from hessbench.report.content import ReportInputs, default_title, document
 from hessbench.report.load import load_asv_results, load_throughput
 from hessbench.report.render import render_html, render_markdown
+from hessbench.report.tables import group_label, several_backends
 from hessbench.summary import summarise
 
 __all__ = ["build_report", "load_asv_results", "registry_orders"]
 
 
-def registry_orders() -> tuple[list[str], list[str]]:
-    """Problems and solvers in registry order (built-ins first): the order of every table."""
-    from hessbench import problems, solvers
+def registry_orders() -> tuple[list[str], list[str], list[str]]:
+    """Problems, solvers and backends in registry order (built-ins first): the order of every
+    table."""
+    from hessbench import backends, problems, solvers
 
-    return problems.available(), solvers.available()
+    return problems.available(), solvers.available(), backends.available()
 
 
 def _slug(text: str) -> str:
@@ -68,22 +70,21 @@ def build_report(run_dir: str | Path, output: str | Path, *,
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
 
-    problem_order, solver_order = registry_orders()
+    problem_order, solver_order, backend_order = registry_orders()
     rows = long_table(runs)
-    summary = summarise(rows, problem_order, solver_order)
+    summary = summarise(rows, problem_order, solver_order, backend_order)
     present = {r.solver for r in runs}
     solvers = [s for s in solver_order if s in present] + sorted(present - set(solver_order))
     styles = fig.solver_styles(solvers)
-    several = len({r.backend for r in runs if not r.raised}) > 1
+    several = several_backends(summary)
 
     figures: dict[tuple[str, ...], Path] = {}
     for row in summary:
         key = ("convergence", row.problem, row.backend)
         group = [r for r in runs if (r.problem, r.backend) == key[1:] and not r.raised]
         if key not in figures and group:
-            name = row.problem + (f"_{row.backend}" if several else "")
-            path = fig_dir / f"convergence_{_slug(name)}.png"
-            label = row.problem + (f" [{row.backend}]" if several else "")
+            label = group_label(row.problem, row.backend, several)
+            path = fig_dir / f"convergence_{_slug(label)}.png"
             fig.plot_convergence(group, label, path, styles)
             figures[key] = path
     if any(not r.raised for r in runs):

@@ -17,7 +17,8 @@ from hessbench.records import SUCCESS_EPS, RunRecord
 from hessbench.report.blocks import Block, BulletList, CodeBlock, Figure, Heading, Paragraph, Table
 from hessbench.report.load import ThroughputMeasurement
 from hessbench.report.tables import (asv_tables, group_label, passes_tables,
-                                     self_stopped_tables, seconds_tables, throughput_table)
+                                     self_stopped_tables, seconds_tables, several_backends,
+                                     throughput_table)
 from hessbench.summary import SummaryRow, groups, winner
 
 REFERENCE_METHODS = (
@@ -173,7 +174,7 @@ def _setup(i: ReportInputs) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Setup"), Table(["setting", "value"],
                                                       [[k, v] for k, v in setup])]
     blocks.append(Heading(3, "Problems and reference eigenvalues"))
-    several = len({r.backend for r in ok}) > 1
+    several = several_backends(i.summary)
     body = []
     for problem, backend, _ in groups(i.summary):
         label = group_label(problem, backend, several)
@@ -199,7 +200,7 @@ def _setup(i: ReportInputs) -> list[Block]:
 
 
 def _results(i: ReportInputs) -> list[Block]:
-    several = len({r.backend for r in i.summary if r.errors < r.seeds}) > 1
+    several = several_backends(i.summary)
     return [
         Heading(2, "Results"),
         Paragraph("Median [interquartile range] over seeds of the cost until the estimate came "
@@ -224,7 +225,7 @@ def _results(i: ReportInputs) -> list[Block]:
 
 def _figures(i: ReportInputs) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Figures")]
-    several = len({r.backend for r in i.summary if r.errors < r.seeds}) > 1
+    several = several_backends(i.summary)
     for problem, backend, _ in groups(i.summary):
         path = i.figures.get(("convergence", problem, backend))
         if path is not None:

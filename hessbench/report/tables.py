@@ -41,7 +41,8 @@ def group_label(problem: str, backend: str, several_backends: bool) -> str:
     return f"{problem} [{backend}]" if several_backends else problem
 
 
-def _several_backends(rows: Sequence[SummaryRow]) -> bool:
+def several_backends(rows: Sequence[SummaryRow]) -> bool:
+    """Whether runs that did not raise came from more than one backend."""
     return len({r.backend for r in rows if r.errors < r.seeds}) > 1
 
 
@@ -52,7 +53,7 @@ def _solver_cell(row: SummaryRow, best: str | None) -> str:
 def _tables(rows: Sequence[SummaryRow], level: int, header: list[str], cells: Any
             ) -> list[Block]:
     """Per (problem, backend) group: a heading and a table, one row per solver."""
-    several = _several_backends(rows)
+    several = several_backends(rows)
     out: list[Block] = []
     for problem, backend, part in groups(rows):
         best = winner(part)
