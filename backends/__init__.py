@@ -1,7 +1,8 @@
 """HVP operators: the Hessian of a mean loss over N samples as a linear operator on flat vectors.
 
-Every backend subclasses :class:`hessbench.backends.base.HVPOperator`, which validates shapes, checks
-that each HVP is finite and charges every HVP to a :class:`hessbench.backends.base.CostMeter`.
+Every backend subclasses :class:`hessbench.backends.base.HVPOperator`, which validates shapes,
+checks that each HVP is finite and charges every HVP to a
+:class:`hessbench.backends.base.CostMeter`.
 Backends import lazily: ``import hessbench.backends.torch`` or ``import hessbench.backends.jax``.
 
 The backends a problem builds its operator on (``Problem.operator(backend)``) are registered

@@ -63,8 +63,8 @@ def _enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
     warnings.warn(
         "hessbench.backends.jax: a float64 operator needs 64-bit JAX, so jax_enable_x64 has "
-        "been switched ON for the whole process (jax.config.update('jax_enable_x64', True)). Existing arrays "
-        "keep their dtypes, but new JAX arrays created without an explicit dtype are now 64-bit "
+        "been switched ON for the whole process (jax.config.update('jax_enable_x64', True)). "
+        "Existing arrays keep their dtypes, but new JAX arrays created without an explicit dtype are now 64-bit "
         "(jnp.array(1.0) is float64, jnp.arange(3) int64). Enable it yourself at start-up to "
         "silence this warning, or use dtype='float32'.",
         UserWarning, stacklevel=3)

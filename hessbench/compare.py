@@ -8,7 +8,6 @@ raises is recorded with its error (status ``"error"``); the grid goes on.
 
 from __future__ import annotations
 
-import json
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict

@@ -5,8 +5,8 @@ structure: ``apply_fn(params, x)`` is its forward pass in plain ``jax.numpy``/``
 ``params`` an ``OrderedDict`` of NumPy arrays keyed by the torch parameter names, in the order
 of ``model.named_parameters()`` and in torch's layouts (Linear weight (out, in), Conv2d weight
 OIHW, images NCHW). ``jax.flatten_util.ravel_pytree(params)`` therefore gives exactly the flat
-vector of ``hessbench.backends.torch.HessianOperator``: the same seed draws the same start vector on both
-backends, and vectors move between them unchanged.
+vector of ``hessbench.backends.torch.HessianOperator``: the same seed draws the same start vector
+on both backends, and vectors move between them unchanged.
 
 Supported: ``nn.Sequential``, ``nn.Linear``, ``nn.Conv2d`` (zero padding, any stride, dilation,
 groups), ``nn.BatchNorm1d/2d`` (inference form: running statistics and the module's ``eps``,
