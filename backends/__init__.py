@@ -55,9 +55,3 @@ def available() -> list[str]:
 def operator_factory(name: str) -> OperatorFactory:
     """The operator factory of backend ``name`` (importing its module, e.g. JAX, now)."""
     return REGISTRY.load(name)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "BACKENDS":  # the former constant: now every registered backend's name
-        return tuple(available())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

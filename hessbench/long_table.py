@@ -47,14 +47,11 @@ def rows_of(run: RunRecord, epsilons: Iterable[float] = EPSILONS) -> list[Result
     for eps in epsilons:
         for end in END_GROUPS:
             cost = run.cost(end, eps)
-            ends = run.asked_ends() if end == "both" else (end,)
-            errs = [run.errors.relative(e) for e in ends]
-            error = None if any(e is None for e in errs) or not errs else max(errs)
             out.append(ResultRow(
                 problem=run.problem, backend=run.backend, solver=run.solver, seed=run.seed,
                 end=end, eps=eps, data_passes=cost.data_passes, seconds=cost.seconds,
-                hvp_calls=cost.hvp_calls, self_stopped_error=error,
-                success=not run.raised and run.converged and run.within(end, eps),
+                hvp_calls=cost.hvp_calls, self_stopped_error=run.answer_error(end),
+                success=run.succeeded(end, eps),
                 converged=run.converged, status=run.status, passes_used=run.data_passes))
     return out
 

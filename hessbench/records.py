@@ -137,15 +137,17 @@ class RunRecord:
                 return c
         return CostToEps(end, eps)
 
-    def within(self, end: str, eps: float) -> bool:
-        """The self-stopped answer for ``end`` ("both": every asked end) is within ``eps``."""
-        ends = self.asked_ends() if end == "both" else (end,)
-        errs = [self.errors.relative(e) for e in ends]
-        return all(e is not None and e <= eps for e in errs)
+    def answer_error(self, end: str) -> float | None:
+        """Relative error of the self-stopped answer at ``end`` ("both": the larger over the
+        asked ends); None if an asked end has no answer."""
+        errs = [self.errors.relative(e) for e in (self.asked_ends() if end == "both" else (end,))]
+        return None if any(e is None for e in errs) else max(errs)
 
-    def succeeded(self, eps: float = SUCCESS_EPS) -> bool:
-        """Converged by the solver's own rule and within ``eps`` on every asked end."""
-        return not self.raised and self.converged and self.within("both", eps)
+    def succeeded(self, end: str = "both", eps: float = SUCCESS_EPS) -> bool:
+        """Converged by the solver's own rule and within ``eps`` at ``end`` ("both": every
+        asked end)."""
+        error = self.answer_error(end)
+        return not self.raised and self.converged and error is not None and error <= eps
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
