@@ -29,10 +29,12 @@ def run_grid(problems: Iterable[str], solvers: Iterable[str], seeds: Iterable[in
              **run_options: Any) -> list[RunRecord]:
     """Run every combination, writing ``output/<problem>_<solver>_seed<k>.json``.
 
-    Unknown problem or solver names raise before anything runs."""
+    Unknown problem, solver or backend names raise before anything runs."""
+    from hessbench import backends
     from hessbench import problems as problem_registry
     from hessbench import solvers as solver_registry
 
+    backends.operator_factory(run_options.get("backend", "torch"))
     problems, solvers, seeds = list(problems), list(solvers), list(seeds)
     for name in problems:
         problem_registry.get(name)

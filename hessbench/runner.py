@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from hessbench import problems, solvers
+from hessbench import backends, problems, solvers
 from hessbench.metrics import answer_errors, cost_to_eps
 from hessbench.records import Reference, RunRecord
 from hessbench.reference import compute_reference
@@ -43,6 +43,7 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
     the cost to reach each eps. ``command`` is the command line that asked for the run."""
     prob = problems.get(problem, **(problem_options or {}))
     slv = solvers.get(solver, tol=tol, **(solver_options or {}))
+    backends.operator_factory(backend)  # an unknown backend fails before training/reference
     computed = compute_reference(prob, progress=progress)
     reference = Reference(float(computed["lambda_max"]), float(computed["lambda_min"]),
                           str(computed["method"]))

@@ -83,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("old_dir", type=Path)
     parser.add_argument("new_dir", type=Path)
     args = parser.parse_args(argv)
+    if not args.old_dir.is_dir():
+        parser.error(f"OLD_DIR {args.old_dir} is not a folder")
     if args.new_dir.resolve() == args.old_dir.resolve():
         parser.error("NEW_DIR must differ from OLD_DIR (the old records are kept)")
     converted = copied = 0

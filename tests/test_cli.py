@@ -42,8 +42,22 @@ def test_listing_commands(capsys):
     (["run", "-p", "nope", "-s", "lanczos", "-o", "x.json"], "unknown problem 'nope'"),
     (["run", "-p", "quadratic-small", "-s", "lanczos", "--problem-option", "depth=2", "-o",
       "x.json"], "no option"),
+    (["run", "-p", "quadratic-small", "-s", "lanczos", "--backend", "tf", "-o", "x.json"],
+     "unknown backend 'tf'"),
 ])
 def test_clear_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_unknown_backend_fails_before_the_reference_is_computed(monkeypatch):
+    import hessbench.runner as runner
+    from hessbench.backends import UnknownBackendError
+
+    def no_reference(*args, **kwargs):
+        raise AssertionError("the reference was computed before the backend was checked")
+
+    monkeypatch.setattr(runner, "compute_reference", no_reference)
+    with pytest.raises(UnknownBackendError, match="unknown backend 'tf'; available: torch, jax"):
+        runner.run_one("digits-cnn", "lanczos", backend="tf", progress=False)

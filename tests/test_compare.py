@@ -30,6 +30,8 @@ def test_unknown_names_fail_before_any_run(tmp_path):
         run_grid(["quadratic-small"], ["lanczos", "nope"], [0], tmp_path)
     with pytest.raises(KeyError, match="unknown problem"):
         run_grid(["nope"], ["lanczos"], [0], tmp_path)
+    with pytest.raises(KeyError, match="unknown backend 'tf'"):
+        run_grid(["quadratic-small"], ["lanczos"], [0], tmp_path, backend="tf")
     assert not list(tmp_path.iterdir())
 
 

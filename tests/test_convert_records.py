@@ -73,3 +73,6 @@ def test_conversion_keeps_every_value_and_fills_effective_options(tmp_path, caps
     assert e.raised and e.message == "RuntimeError: boom" and e.traceback == "Traceback ..."
     with pytest.raises(SystemExit):
         convert_run_records.main([str(old), str(old)])
+    with pytest.raises(SystemExit):
+        convert_run_records.main([str(tmp_path / "missing"), str(tmp_path / "out")])
+    assert "is not a folder" in capsys.readouterr().err
