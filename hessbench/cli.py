@@ -130,24 +130,32 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from hessbench.seeds import parse_seeds
 
     runs = run_grid(args.problems, args.solvers, parse_seeds(args.seeds), args.output,
-                    progress=not args.quiet, command=args.command_line, backend=args.backend,
-                    tol=args.tol, budget=_budget(args), dtype=args.dtype, device=args.device)
+                    progress=not args.quiet, command=args.command_line, force=args.force,
+                    backend=args.backend, tol=args.tol, budget=_budget(args), dtype=args.dtype,
+                    device=args.device)
     print(write_summary(runs, args.output))
     failed = [r for r in runs if r.raised]
     for r in failed:
         print(f"error: {r.problem} {r.solver} seed {r.seed}: {r.message}", file=sys.stderr)
-    print(f"{len(runs)} runs in {args.output}/ (summary.md, summary.json, results.csv)")
+    print(f"{len(runs)} runs: {runs.reused} reused, {runs.ran} run; run records, summary.md, "
+          f"summary.json and results.csv in {args.output}/")
     return 1 if failed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    import warnings
+
+    from hessbench.records import RecordWarning
     from hessbench.report import build_report
 
     command = shlex.join(["hessbench", "report", args.run_dir, "--output", args.output]
                          + (["--asv-results", args.asv_results] if args.asv_results else [])
                          + (["--title", args.title] if args.title else []))
-    written = build_report(args.run_dir, args.output, asv_results=args.asv_results,
-                           title=args.title, command=command)
+    with warnings.catch_warnings():  # a skipped record: one line "warning: skipped FILE: ..."
+        warnings.simplefilter("always", RecordWarning)
+        warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
+        written = build_report(args.run_dir, args.output, asv_results=args.asv_results,
+                               title=args.title, command=command, strict=args.strict)
     print(f"wrote {written['readme']}, {written['html']}, {written['csv']} and "
           f"{len(written['figures'])} figure(s) in {Path(args.output) / 'figures'}")
     return 0
@@ -198,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--device")
     p.add_argument("-o", "--output", required=True, help="folder for run records and summary")
+    p.add_argument("--force", action="store_true",
+                   help="rerun every run (default: reuse the runs already recorded in the "
+                   "output folder with the same problem, solver, options, backend, seed, "
+                   "budget, dtype, device and hessbench version)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
 
@@ -217,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asv-results", metavar="PATH",
                    help="also tabulate the latest asv values from this folder (.asv/results)")
     p.add_argument("--title", help="report title (default: from the problems)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail on a file of RUN_DIR that is not a readable run record (default: "
+                   "skip it with a warning naming it)")
     p.set_defaults(func=cmd_report)
     return parser
 

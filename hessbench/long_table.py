@@ -12,12 +12,14 @@ figures, so a reader can re-plot without rerunning.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from hessbench.records import END_GROUPS, EPSILONS, RunRecord
+from hessbench.files import atomic_write
+from hessbench.records import END_GROUPS, EPSILONS, RunRecord, check_output_file
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,15 @@ COLUMNS = tuple(f.name for f in fields(ResultRow))
 
 
 def write_csv(rows: Iterable[ResultRow], path: str | Path) -> Path:
-    """CSV with a header line; a missing value (never reached, no answer) is an empty cell."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(COLUMNS)
-        for row in rows:
-            writer.writerow(["" if v is None else v for v in astuple(row)])
-    return path
+    """CSV with a header line; a missing value (never reached, no answer) is an empty cell.
+    Written atomically; refuses to replace a symbolic link or non-regular file
+    (:func:`hessbench.records.check_output_file`)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in astuple(row)])
+    return atomic_write(check_output_file(path), buffer.getvalue())
 
 
 def read_csv(path: str | Path) -> list[ResultRow]:

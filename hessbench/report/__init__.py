@@ -17,6 +17,13 @@ writes to OUT:
 
 ``asv_results`` (e.g. ``.asv/results``) folds in the latest value of every asv benchmark.
 
+A file of RUN_DIR that is not a readable run record (invalid JSON, a malformed or old record)
+is skipped with a :class:`hessbench.records.RecordWarning` naming it; ``strict=True`` raises
+:class:`hessbench.records.RecordError` naming it instead. A missing optional dependency
+(matplotlib, Jinja2, markdown-it-py) is a :class:`hessbench.errors.UserError` naming it and
+the extra to install (``pip install 'hessbench[report]'``), raised before anything is written.
+Every file is written atomically (:func:`hessbench.files.atomic_write`).
+
 Modules: ``load`` (throughput and asv inputs), ``curves`` (error curves, data profiles),
 ``figures`` (matplotlib), ``tables`` and ``content`` (the document as structured blocks),
 ``render`` (Markdown, and HTML through Jinja2 and markdown-it-py).
@@ -24,15 +31,17 @@ Modules: ``load`` (throughput and asv inputs), ``curves`` (error curves, data pr
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from hessbench.errors import InputError
+from hessbench.files import atomic_write
 from hessbench.long_table import long_table, write_csv
-from hessbench.records import load_runs
+from hessbench.records import check_output_file, load_runs, prepare_output_folder, write_json
 from hessbench.report.content import ReportInputs, default_title, document
+from hessbench.report.extras import require_report_extras
 from hessbench.report.load import load_asv_results, load_throughput
 from hessbench.report.render import render_html, render_markdown
 from hessbench.report.tables import group_label, several_backends
@@ -55,20 +64,24 @@ def _slug(text: str) -> str:
 
 def build_report(run_dir: str | Path, output: str | Path, *,
                  asv_results: str | Path | None = None, title: str | None = None,
-                 command: str | None = None) -> dict[str, Any]:
+                 command: str | None = None, strict: bool = False) -> dict[str, Any]:
     """Write the report of the runs in ``run_dir`` to ``output``; returns what was written
     (``readme``, ``html``, ``csv``, ``summary``, ``figures``: name -> path, ``rows``: the
-    summary rows)."""
+    summary rows). Files of ``run_dir`` that are not readable run records are skipped with a
+    warning each, or with ``strict`` raise (see the module docstring)."""
+    require_report_extras()
     from hessbench.report import figures as fig
 
     run_dir, out = Path(run_dir), Path(output)
-    runs = load_runs(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"no run records in {run_dir}: it does not exist or is not a folder; "
+                         "give the output folder of hessbench compare")
+    runs = load_runs(run_dir, strict=strict)
     if not runs:
-        raise FileNotFoundError(f"no run records (JSON files with 'problem' and 'solver') in "
-                                f"{run_dir}")
-    out.mkdir(parents=True, exist_ok=True)
-    fig_dir = out / "figures"
-    fig_dir.mkdir(exist_ok=True)
+        raise InputError(f"no run records (readable JSON files with 'problem' and 'solver') "
+                         f"in {run_dir}: give the output folder of hessbench compare")
+    out = prepare_output_folder(out)
+    fig_dir = prepare_output_folder(out / "figures")
 
     problem_order, solver_order, backend_order = registry_orders()
     rows = long_table(runs)
@@ -101,12 +114,10 @@ def build_report(run_dir: str | Path, output: str | Path, *,
         asv_rows=load_asv_results(asv_results) if asv_results is not None else None,
         title=title or default_title(runs), command=command)
     blocks = document(inputs)
-    readme = out / "README.md"
-    readme.write_text(render_markdown(blocks))
-    index = out / "index.html"
-    index.write_text(render_html(blocks, title=inputs.title))
+    readme = atomic_write(check_output_file(out / "README.md"), render_markdown(blocks))
+    index = atomic_write(check_output_file(out / "index.html"),
+                         render_html(blocks, title=inputs.title))
     csv_path = write_csv(rows, out / "results.csv")
-    summary_path = out / "summary.json"
-    summary_path.write_text(json.dumps([asdict(r) for r in summary], indent=1))
+    summary_path = write_json([asdict(r) for r in summary], out / "summary.json")
     return {"readme": readme, "html": index, "csv": csv_path, "summary": summary_path,
             "figures": {"_".join(k): p for k, p in figures.items()}, "rows": summary}

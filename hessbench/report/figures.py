@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from hessbench.files import atomic_write
 from hessbench.long_table import ResultRow
-from hessbench.records import EPSILONS, RunRecord
+from hessbench.records import EPSILONS, RunRecord, check_output_file
 from hessbench.report.curves import cost_grid, data_profile, error_at, final_error, median_band
+from hessbench.report.extras import require
 from hessbench.report.load import ThroughputMeasurement
 
 PROFILE_EPS = (0.01, 0.1)
@@ -37,8 +40,7 @@ def solver_styles(solvers: Sequence[str]) -> dict[str, tuple[str, str]]:
 
 
 def _plt():
-    import matplotlib
-
+    matplotlib = require("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -47,6 +49,11 @@ def _plt():
                          "figure.titlesize": 17, "axes.grid": True, "grid.alpha": 0.3,
                          "savefig.dpi": 110})
     return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Save ``fig`` as PNG at ``path`` atomically (never over a link or a non-regular file)."""
+    atomic_write(check_output_file(path), lambda f: fig.savefig(f, format="png"))
 
 
 def plot_convergence(runs: Sequence[RunRecord], label: str, path: Path,
@@ -122,7 +129,7 @@ def plot_convergence(runs: Sequence[RunRecord], label: str, path: Path,
     seeds = len({r.seed for r in runs})
     fig.suptitle(f"{label}: relative error vs cost — median over {seeds} seed(s), "
                  "band = interquartile range")
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -155,7 +162,7 @@ def plot_data_profiles(rows: Sequence[ResultRow], path: Path,
     fig.legend(handles, labels, loc="outside right center",
                title="solver (solved to 1%\nat the largest budget)", frameon=False)
     fig.suptitle("Data profiles (Moré & Wild 2009): instances solved vs budget")
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -195,5 +202,5 @@ def plot_throughput(rows: Sequence[ThroughputMeasurement], path: Path) -> None:
     devices = sorted({f"{r.backend}: {r.device}" for r in rows if r.device})
     fig.suptitle("HVP throughput, PyTorch vs JAX" + (f"\n({'; '.join(devices)})" if devices
                                                     else ""))
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hessbench.errors import InputError, UserError
+
 THROUGHPUT_FILE = "throughput.json"
 THROUGHPUT_KEYS = ("problem", "backend", "dtype", "batch_size", "samples_per_second")
 
@@ -43,17 +45,20 @@ def load_throughput(run_dir: str | Path) -> tuple[list[ThroughputMeasurement], s
     path = Path(run_dir) / THROUGHPUT_FILE
     if not path.exists():
         return [], None
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err}); fix or remove it") from err
     command = data.get("command") if isinstance(data, dict) else None
     if isinstance(data, dict):
         data = data.get("results", [])
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of measurements or {{'results': [...]}}")
+        raise InputError(f"{path}: expected a list of measurements or {{'results': [...]}}")
     rows = []
     for i, m in enumerate(data):
-        missing = [k for k in THROUGHPUT_KEYS if k not in m]
+        missing = [k for k in THROUGHPUT_KEYS if not isinstance(m, dict) or k not in m]
         if missing:
-            raise ValueError(f"{path}: measurement {i} lacks {missing}; each needs "
+            raise InputError(f"{path}: measurement {i} lacks {missing}; each needs "
                              f"{', '.join(THROUGHPUT_KEYS)}")
         rows.append(ThroughputMeasurement(
             problem=str(m["problem"]), backend=str(m["backend"]), dtype=str(m["dtype"]),
@@ -69,10 +74,12 @@ def load_asv_results(results_dir: str | Path) -> list[dict[str, Any]]:
         from asv import results as asv_results
         from asv import util as asv_util
     except ImportError as err:
-        raise RuntimeError("--asv-results needs asv: pip install asv") from err
+        raise UserError("--asv-results needs asv, which is not installed: "
+                        "pip install 'hessbench[bench]'") from err
     results_dir = str(results_dir)
     if not os.path.isdir(results_dir):
-        raise FileNotFoundError(f"no asv results folder {results_dir}")
+        raise InputError(f"no asv results folder {results_dir}: give the folder asv writes "
+                         "results to (e.g. .asv/results)")
     meta: dict[str, Any] = {}
     bench_json = os.path.join(results_dir, "benchmarks.json")
     if os.path.exists(bench_json):

@@ -16,6 +16,7 @@ from typing import Any
 
 from hessbench.report.blocks import (Block, BulletList, CodeBlock, Figure, Heading, Paragraph,
                                      Table)
+from hessbench.report.extras import require
 
 
 def _cell(text: str) -> str:
@@ -81,9 +82,9 @@ PAGE = """<!DOCTYPE html>
 @functools.cache
 def _page() -> Any:
     """The compiled page template (Jinja2 and markdown-it-py are imported only for HTML)."""
-    from jinja2 import Environment
-    from markdown_it import MarkdownIt
-    from markupsafe import Markup
+    Environment = require("jinja2").Environment
+    MarkdownIt = require("markdown_it").MarkdownIt
+    Markup = require("markupsafe").Markup
 
     inline = MarkdownIt("commonmark", {"html": False})  # raw HTML is escaped
     env = Environment(autoescape=True, keep_trailing_newline=True)
@@ -111,6 +112,6 @@ def _context(block: Block) -> dict[str, Any]:
 
 def render_html(blocks: Sequence[Block], title: str) -> str:
     """One self-contained HTML page (figures embedded)."""
-    from markupsafe import Markup
+    Markup = require("markupsafe").Markup
 
     return _page().render(title=title, css=Markup(CSS), blocks=[_context(b) for b in blocks])
