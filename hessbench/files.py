@@ -69,10 +69,15 @@ def entry_lock(path: str | os.PathLike[str], timeout: float = -1) -> FileLock:
 
 
 def move_aside(path: str | os.PathLike[str], reason: str) -> Path:
-    """Rename a corrupt ``path`` to ``<name>.corrupt-<unix time>`` and warn (one line) with
-    ``reason``; returns the new path."""
+    """Rename a corrupt ``path`` to ``<name>.corrupt-<unix time>`` (``-2``, ``-3``... appended
+    when that exists: an earlier copy is never overwritten) and warn (one line) with ``reason``;
+    returns the new path."""
     path = Path(path)
-    target = path.with_name(f"{path.name}.corrupt-{time.time():.0f}")
+    stem = f"{path.name}.corrupt-{time.time():.0f}"
+    target, n = path.with_name(stem), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{stem}-{n}")
     os.replace(path, target)
     warnings.warn(f"{path}: {reason}; moved aside to {target.name} and rebuilding",
                   CacheWarning, stacklevel=2)

@@ -1,14 +1,26 @@
-"""Deterministic short training recipes that put a model at a trained point, cached on disk."""
+"""Deterministic short training recipes that put a model at a trained point, cached on disk.
+
+A checkpoint is ``<key>.pt`` (the state dict, ``torch.save``) and ``<key>.json`` (recipe,
+final loss), written atomically, the ``.pt`` first, by :func:`hessbench.cache.write_entry`; the
+JSON records the sha256 of the ``.pt`` bytes and of its own values. :func:`load_or_train`
+checks both hashes, then that the saved tensors have the model's names and shapes; a checkpoint
+failing any check (truncated, unreadable, edited, missing half) is moved aside with a one-line
+warning and retrained. Concurrent builders of one checkpoint are serialised by its entry lock:
+the first trains, the others wait and load its checkpoint. A checkpoint without hashes (from
+before they were recorded) that loads gets them added to its JSON; it is not retrained.
+"""
 
 from __future__ import annotations
 
-import json
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
+
+from hessbench.cache import CorruptEntry, brief, cached_entry
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,7 @@ def train(model: torch.nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor],
     x_all = inputs.to(device=device, dtype=dtype)
     y_all = targets.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
+    opt: torch.optim.Optimizer
     if recipe.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     elif recipe.optimizer == "sgd":
@@ -87,20 +100,41 @@ def load_or_train(path: Path, model: torch.nn.Module, train_fn: Callable[[], flo
                   meta: dict[str, Any]) -> dict[str, Any]:
     """Load the checkpoint at ``path`` into ``model``, or run ``train_fn`` and save it.
 
-    Returns the checkpoint metadata (recipe, final loss). Saved atomically (write, rename).
+    Returns the checkpoint metadata (``meta`` and ``final_loss``). Checked, locked and written
+    as the module docstring says; ``model`` must be freshly initialised (a rebuild trains it).
     """
-    info_path = path.with_suffix(".json")
-    if path.exists() and info_path.exists():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return json.loads(info_path.read_text())
-    final = train_fn()
-    model.to("cpu")
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
-    info = {**meta, "final_loss": final}
-    info_path.write_text(json.dumps(info, indent=1, default=str))
+    path = Path(path)
+
+    def load(record: dict[str, Any]) -> None:
+        _load_weights(path, model)
+
+    def build() -> tuple[dict[str, Any], dict[Path, bytes], None]:
+        final = train_fn()
+        model.to("cpu")
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        return {**meta, "final_loss": final}, {path: buffer.getvalue()}, None
+
+    info, _ = cached_entry(path.with_suffix(".json"), [path], load, build)
     return info
+
+
+def _load_weights(path: Path, model: torch.nn.Module) -> None:
+    """Load the state dict at ``path`` into ``model``; raises ``CorruptEntry`` (leaving the model
+    untouched) when the file is unreadable or its tensors' names or shapes differ."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle, OSError...: all mean "rebuild"
+        raise CorruptEntry(path, f"unreadable checkpoint ({brief(exc)})") from exc
+    expected = model.state_dict()
+    if not isinstance(state, dict) or set(state) != set(expected):
+        raise CorruptEntry(path, "its tensor names differ from the model's")
+    for name, tensor in expected.items():
+        shape = getattr(state[name], "shape", None)
+        if shape != tensor.shape:
+            raise CorruptEntry(path, f"its tensor {name} has shape {shape}, the model's "
+                                     f"{tuple(tensor.shape)}")
+    model.load_state_dict(state)
 
 
 def recipe_dict(recipe: Recipe) -> dict[str, Any]:
