@@ -6,9 +6,11 @@
 - :class:`KrylovBasis`, an orthonormal basis q_0..q_{k-1} stored as rows of one array, and
   :func:`append_orthonormal`, which adds a block of columns to it.
 - :func:`ends`, the ends ``"max"`` / ``"min"`` asked for by ``which``.
+- :func:`converged`, THE stopping rule of the Lanczos-family solvers (lanczos,
+  thick-restart-lanczos, block-lanczos, multifidelity-lanczos): residual <= tol |theta|.
 - The Lanczos process: :func:`lanczos_step` (one step: w = H q, alpha = q^T w, full
   reorthogonalisation, beta = ||w||), :func:`invariant` (the breakdown rule), :func:`ritz_ends`
-  (extreme Ritz pairs of the projected matrix T, with residual and :func:`error_bound`) and
+  (extreme Ritz pairs of the projected matrix T, with their residuals) and
   :func:`lanczos_steps` (the generator of full-reorthogonalisation Lanczos states).
 """
 
@@ -166,7 +168,7 @@ def append_orthonormal(basis: KrylovBasis, W: Any, random_vector: Callable[[], A
     return replaced
 
 
-# -- ends and error bounds --------------------------------------------------------------------
+# -- ends and the stopping rule --------------------------------------------------------------
 
 
 def ends(which: str) -> tuple[str, ...]:
@@ -174,39 +176,51 @@ def ends(which: str) -> tuple[str, ...]:
     return ("max", "min") if which == "both" else (which,)
 
 
+def converged(value: float, residual: float, tol: float) -> bool:
+    """The stopping rule of the Lanczos-family solvers for one end: r <= tol |theta|.
+
+    theta is a Ritz value (a Rayleigh quotient) and r = ||H x - theta x|| for its unit Ritz
+    vector x. For any symmetric H some eigenvalue lies within r of theta, so a stop certifies
+    that theta is within tol |theta| of an eigenvalue of H. It cannot certify that this is the
+    extreme eigenvalue (no Krylov rule can see an eigenvalue that has not emerged yet), but
+    with x = sum_i c_i v_i, r^2 >= c_i^2 (lambda_i - theta)^2: an eigenvalue more than
+    10 tol |theta| beyond theta, the success threshold, holds less than 0.1 of x.
+
+    The sharper gap bound r^2/gap (:func:`error_bound`) is deliberately not used: at an end of
+    the spectrum the gap that matters includes the eigenvalues beyond theta, about which the
+    Ritz values say nothing until they emerge, while the Ritz gap only measures the distance
+    inward. Stopping on it returned the second-smallest eigenvalue (1.4% off) on
+    synthetic-cifar-resnet20 and 5.5% of the time on quadratic-cluster (scripts/self_stop_study.py).
+    """
+    return residual <= tol * abs(value)
+
+
 def error_bound(residual: float, gap: float) -> float:
-    """min(r, r^2/gap): some eigenvalue lies within r of theta, and within r^2/gap when the
-    rest of the spectrum is at least gap away (r alone when no gap is known, gap <= 0)."""
+    """min(r, r^2/gap): some eigenvalue lies within r of theta, and within r^2/gap when every
+    other eigenvalue, on both sides, is at least gap away (r alone when gap <= 0). A Ritz gap is
+    no such gap at an end of the spectrum: not a stopping rule (see :func:`converged`)."""
     return min(residual, residual * residual / gap) if gap > 0 else residual
 
 
 @dataclass
 class RitzEnd:
     """A Ritz pair (theta, s) at one end of the spectrum of T, with its residual
-    r = |beta s_last| = ||H x - theta x|| (x = Q s), the gap to the next Ritz value and
-    :func:`error_bound` (r, gap)."""
+    r = |beta s_last| = ||H x - theta x|| (x = Q s)."""
 
     value: float
     coeffs: np.ndarray
     residual: float
-    error_bound: float
-    gap: float
 
     def converged(self, tol: float) -> bool:
-        """The stopping rule min(r, r^2/gap) <= tol |theta|."""
-        return self.error_bound <= tol * abs(self.value)
+        """The stopping rule :func:`converged`: r <= tol |theta|."""
+        return converged(self.value, self.residual, tol)
 
 
 def ritz_ends(theta: np.ndarray, S: np.ndarray, beta: float) -> dict[str, RitzEnd]:
     """The extreme Ritz pairs of T = S diag(theta) S^T (theta ascending) when
     H Q = Q T + beta q_next e_last^T: the residual of pair i is |beta S[-1, i]|."""
-    out = {}
-    for end, i, nb in (("max", -1, -2), ("min", 0, 1)):
-        r = abs(beta * S[-1, i])
-        gap = abs(theta[i] - theta[nb]) if len(theta) > 1 else 0.0
-        out[end] = RitzEnd(float(theta[i]), S[:, i], float(r), float(error_bound(r, gap)),
-                           float(gap))
-    return out
+    return {end: RitzEnd(float(theta[i]), S[:, i], float(abs(beta * S[-1, i])))
+            for end, i in (("max", -1), ("min", 0))}
 
 
 # -- the Lanczos process ----------------------------------------------------------------------

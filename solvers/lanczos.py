@@ -2,16 +2,16 @@
 
 After j steps from a random unit q_0, T_j = Q_j^T H Q_j is tridiagonal (alphas, betas). Its
 extreme eigenpairs (theta, s) give Ritz values and vectors x = Q_j s with exact residual
-||H x - theta x|| = beta_j |s_last|. The stopping rule for an end is
+r = ||H x - theta x|| = beta_j |s_last|. The stopping rule for an end is
 
-    min(r, r^2 / gap) <= tol * |theta|,
+    r <= tol * |theta|
 
-the standard residual bound (some eigenvalue lies within r of theta) sharpened by the gap
-bound r^2/gap, with gap the distance from theta to the next Ritz value (an estimate of the true
-gap, exact once neighbours have converged). A breakdown (beta ~ 0) means the Krylov space is
-invariant: its Ritz values are exact eigenvalues and the solve stops, converged.
+(:func:`hessbench.solvers.kernels.converged`): some eigenvalue lies within r of theta. No gap
+estimate sharpens it: a Ritz gap overestimates the true gap while an eigenvalue beyond theta has
+not yet emerged. A breakdown (beta ~ 0) means the Krylov space is invariant: its Ritz values
+are exact eigenvalues and the solve stops, converged.
 
-The process itself, Ritz pairs, bound and breakdown rule are those of
+The process itself, Ritz pairs, stopping and breakdown rules are those of
 :mod:`hessbench.solvers.kernels` (``lanczos_steps``), shared with the other Lanczos-based solvers.
 """
 
@@ -43,5 +43,6 @@ class Lanczos(Solver):
             if state.breakdown:
                 return "converged", "invariant Krylov subspace: Ritz values are exact"
             if all(state.ritz[e].converged(self.tol) for e in ends(which)):
-                return "converged", f"error bound below tol={self.tol} after {state.steps} steps"
+                return "converged", (f"residual below tol={self.tol} x |Ritz value| after "
+                                     f"{state.steps} steps")
         return "max_steps", f"no convergence in max_steps={min(self.max_steps, run.op.size)}"

@@ -5,22 +5,22 @@ Lanczos with full reorthogonalisation builds an orthonormal basis Q (m <= max_ba
     H Q = Q T + beta q_{m+1} e_m^T,
 
 T symmetric. A Ritz pair (theta, z) of T gives x = Q z with ||H x - theta x|| = beta |z_m|, and
-the stopping rule per asked end is that of ``lanczos``: min(r, r^2/gap) <= tol |theta|, gap the
-distance to the next Ritz value. When the basis is full, the method restarts from the kept Ritz
-vectors Y = Q Z_K and the residual vector q_{m+1}; the new T is the arrowhead
+the stopping rule per asked end is that of ``lanczos``: r <= tol |theta|
+(:func:`hessbench.solvers.kernels.converged`). When the basis is full, the method restarts from
+the kept Ritz vectors Y = Q Z_K and the residual vector q_{m+1}; the new T is the arrowhead
 
     [[diag(theta_K), s], [s^T, alpha]],   s_i = beta z_{m,i},
 
 continued by ordinary Lanczos steps (tridiagonal below it), so the relation above still holds
 exactly. Kept at a restart: the ``keep`` extreme Ritz pairs at each asked end (both ends for
-``which="both"``), and locked pairs: converged ones (r <= tol |theta|) elsewhere, typically the
+``which="both"``), and locked pairs: converged ones (same rule) elsewhere, typically the
 outliers at the other end. Locked pairs keep their small couplings s_i, so locking perturbs
 nothing; full reorthogonalisation deflates them from every new direction, so Lanczos does not
 spend steps rebuilding them after each restart. Locked pairs fill at most half of the free room,
 the outermost (by rank from the nearer end of the Ritz spectrum) first.
 
 Each step is the Lanczos step of :mod:`hessbench.solvers.kernels` (``lanczos_step``), with its
-breakdown rule (``invariant``) and error bound (``ritz_ends``, ``error_bound``); T is
+breakdown rule (``invariant``), Ritz pairs (``ritz_ends``) and stopping rule; T is
 eigendecomposed densely here (``numpy.linalg.eigh``), since it is not tridiagonal after a restart.
 
 Memory: the basis never holds more than ``max_basis`` vectors (plus the residual vector and,
@@ -33,8 +33,8 @@ from __future__ import annotations
 import numpy as np
 
 from hessbench.solvers.base import Run, Solver
-from hessbench.solvers.kernels import (KrylovBasis, as_like, ends, invariant, lanczos_step, norm,
-                                       ritz_ends)
+from hessbench.solvers.kernels import (KrylovBasis, as_like, converged, ends, invariant,
+                                       lanczos_step, norm, ritz_ends)
 
 
 def _end_index(end: str, keep: int, m: int) -> range:
@@ -74,7 +74,7 @@ class ThickRestartLanczos(Solver):
         room = capacity - len(wanted) - 1
         outward = np.argsort(np.minimum(np.arange(m), m - 1 - np.arange(m)), kind="stable")
         locked = [int(i) for i in outward
-                  if i not in wanted and resid[i] <= self.tol * abs(theta[i])]
+                  if i not in wanted and converged(theta[i], resid[i], self.tol)]
         return np.array(sorted(wanted + locked[: room // 2]))
 
     @staticmethod
@@ -110,7 +110,8 @@ class ThickRestartLanczos(Solver):
             if breakdown:
                 return "converged", "invariant Krylov subspace: Ritz values are exact"
             if all(ritz[e].converged(self.tol) for e in asked):
-                return "converged", f"error bound below tol={self.tol} after {step + 1} steps"
+                return "converged", (f"residual below tol={self.tol} x |Ritz value| after "
+                                     f"{step + 1} steps")
             if basis.k < capacity:
                 q = w / beta
                 T[j, j + 1] = T[j + 1, j] = beta

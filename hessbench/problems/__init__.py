@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "hessbench.problems"
 BUILTINS = {
     "quadratic-small": "hessbench.problems.quadratic:quadratic_small",
     "quadratic": "hessbench.problems.quadratic:quadratic_10k",
+    "quadratic-cluster": "hessbench.problems.quadratic:quadratic_cluster",
     "quadratic-1m": "hessbench.problems.quadratic:quadratic_1m",
     "digits-mlp": "hessbench.problems.nets:digits_mlp",
     "digits-cnn": "hessbench.problems.nets:digits_cnn",

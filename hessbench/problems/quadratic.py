@@ -12,6 +12,12 @@ Sample i has the loss  loss_i(w) = 1/2 w^T (H + G diag(c_i) G^T) w  with
 So the full Hessian (1/N) sum_i H_i is exactly H, while a mini-batch Hessian
 H_S = H + G diag(mean_{i in S} c_i) G^T has a rank-K perturbation of size about
 ``noise / sqrt(|S|)``: mini-batch eigenvalue estimates swing and are biased like real ones.
+
+``quadratic-cluster`` has the same construction with :func:`cluster_spectrum`: each extreme
+eigenvalue has a near twin 1.5% away (lambda_max = 100 and 98.5, lambda_min = -0.5 and -0.4925)
+and the rest of the spectrum well behind it, so a Krylov method that has not yet resolved the
+pair sees one isolated eigenvalue with a wide apparent gap. A solver that stops at a twin is off
+by 1.5%: a failure at the success threshold (1% relative error, 10 tol at tol = 1e-3).
 """
 
 from __future__ import annotations
@@ -38,6 +44,21 @@ def seed_spectrum(n: int, lam_max: float = 100.0, lam_min: float = -0.5,
     pos = bulk_max * ((np.arange(n_pos) + 0.5) / n_pos) ** 4
     neg = lam_min * (np.arange(1, n_neg + 1) / n_neg) ** 4
     return np.sort(np.concatenate([top, pos, neg]))[::-1].copy()
+
+
+CLUSTER_GAP = 0.015
+"""Relative distance of each extreme eigenvalue of :func:`cluster_spectrum` to its twin."""
+
+
+def cluster_spectrum(n: int, lam_max: float = 100.0, lam_min: float = -0.5,
+                     gap: float = CLUSTER_GAP) -> np.ndarray:
+    """Eigenvalues, descending, with a twin at each end: lam_max, lam_max (1 - gap), nine
+    outliers log-spaced from 77.4 down to 10; then a bulk in [0.9 lam_min, 2] shaped as in
+    :func:`seed_spectrum`; then lam_min (1 - gap) and lam_min (exact: lam[0] = lam_max,
+    lam[-1] = lam_min). The bulk edge 0.9 lam_min lies 6 gap |lam_min| above the lower twin."""
+    body = seed_spectrum(n - 3, lam_max, 0.9 * lam_min)
+    twins = [lam_max * (1 - gap), lam_min * (1 - gap), lam_min]
+    return np.sort(np.concatenate([body, twins]))[::-1].copy()
 
 
 class StochasticQuadraticModel(nn.Module):
@@ -71,7 +92,8 @@ def _mean_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class QuadraticProblem(Problem):
-    """A stochastic quadratic (see module docstring); config: n, num_samples, rank, noise, seed."""
+    """A stochastic quadratic (see module docstring); config: n, num_samples, rank, noise, seed
+    and, for the twin-ended spectrum, ``spectrum="cluster"`` (absent: :func:`seed_spectrum`)."""
 
     synthetic: bool = True
 
@@ -79,7 +101,7 @@ class QuadraticProblem(Problem):
         cfg = self.config
         n, N, K = cfg["n"], cfg["num_samples"], cfg["rank"]
         rng = np.random.default_rng(cfg["seed"])
-        lam = seed_spectrum(n)
+        lam = self.eigenvalues()
         U = rng.standard_normal((3, n))
         U /= np.linalg.norm(U, axis=1, keepdims=True)
         G, _ = np.linalg.qr(rng.standard_normal((n, K)))
@@ -94,22 +116,27 @@ class QuadraticProblem(Problem):
         return TorchProblemParts(model, _mean_loss, torch.tensor(C), torch.zeros(N), N)
 
     def exact_reference(self) -> dict[str, float]:
-        lam = seed_spectrum(self.config["n"])
+        lam = self.eigenvalues()
         return {"lambda_max": float(lam[0]), "lambda_min": float(lam[-1])}
 
     def eigenvalues(self) -> np.ndarray:
         """All eigenvalues of the full-data Hessian, descending."""
-        return seed_spectrum(self.config["n"])
+        n = self.config["n"]
+        return cluster_spectrum(n) if self.config.get("spectrum") == "cluster" else \
+            seed_spectrum(n)
 
 
 def quadratic(name: str, n: int, num_samples: int, noise: float = 400.0, rank: int = 16,
-              seed: int = 0) -> QuadraticProblem:
+              seed: int = 0, cluster: bool = False) -> QuadraticProblem:
+    """A quadratic with :func:`seed_spectrum`, or :func:`cluster_spectrum` for ``cluster``."""
+    shape = (f"twins 100/98.5 and -0.5/-0.4925 ({CLUSTER_GAP:.1%} apart)" if cluster else
+             "lambda_max=100, lambda_min=-0.5")
     return QuadraticProblem(
         name=name, dtype="float64",
         description=(f"SYNTHETIC stochastic quadratic, n={n:,}, N={num_samples:,}: exact "
-                     f"spectrum lambda_max=100, lambda_min=-0.5, rank-{rank} mini-batch noise"),
+                     f"spectrum {shape}, rank-{rank} mini-batch noise"),
         config=dict(kind="quadratic", version=1, n=n, num_samples=num_samples, rank=rank,
-                    noise=noise, seed=seed))
+                    noise=noise, seed=seed, **({"spectrum": "cluster"} if cluster else {})))
 
 
 # -- the registered quadratics (``hessbench.problems``): options are these keyword parameters --
@@ -123,6 +150,13 @@ def quadratic_10k(n: int = 10_000, num_samples: int = 10_000, noise: float = 400
                   rank: int = 16, seed: int = 0) -> QuadraticProblem:
     """``quadratic``: n=10,000, N=10,000."""
     return quadratic("quadratic", n, num_samples, noise=noise, rank=rank, seed=seed)
+
+
+def quadratic_cluster(n: int = 10_000, num_samples: int = 10_000, noise: float = 400.0,
+                      rank: int = 16, seed: int = 0) -> QuadraticProblem:
+    """``quadratic-cluster``: n=10,000, N=10,000, :func:`cluster_spectrum` (twin ends)."""
+    return quadratic("quadratic-cluster", n, num_samples, noise=noise, rank=rank, seed=seed,
+                     cluster=True)
 
 
 def quadratic_1m(n: int = 1_000_000, num_samples: int = 50_000, noise: float = 400.0,
