@@ -33,6 +33,14 @@ as a symmetric linear map on flat vectors of length n (``op.size``; ``op.shape =
   charge nothing. A product containing NaN or inf (a non-finite vector, or a loss / model that
   is not finite at these parameters) raises :class:`NonFiniteHVPError` after it was computed
   and charged; the operator stays usable.
+- Data: the N samples are exactly those one pass over the data yields, and every pass yields
+  the same multiset of them (torch ``DataLoader`` rules: :mod:`hessbench.backends.loaders`;
+  a loader that cannot promise it is refused with an ``InputError`` naming the option).
+- One fixed matrix: the same vector gives the same product up to rounding. The torch and JAX
+  constructors check it with :meth:`HVPOperator.probe_determinism` (keyword
+  ``check_deterministic=True``): two full products of one fixed random vector, charged to
+  ``op.meter``, must agree within :func:`determinism_rtol` (by dtype and device), else
+  :class:`NonDeterministicHVPError` (an ``InputError``) names the likely causes and fixes.
 
 Constructors follow their framework's idiom rather than one shared signature, on purpose:
 PyTorch's ``HessianOperator(model, loss_fn, data, ...)`` takes a stateful ``nn.Module`` and a
@@ -55,12 +63,38 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from array_api_compat import array_namespace
 
+from hessbench.errors import InputError
+
 if TYPE_CHECKING:
     from scipy.sparse.linalg import LinearOperator
 
 
 class NonFiniteHVPError(FloatingPointError):
     """An HVP produced NaN or inf."""
+
+
+class NonDeterministicHVPError(InputError):
+    """The same vector multiplied twice gave products further apart than rounding explains."""
+
+
+PROBE_SEED = 20240611
+"""Seed of the determinism probe's vector: fixed, so it never draws from a user's generator."""
+
+
+def determinism_rtol(dtype: Any, accelerator: bool) -> float:
+    """The relative difference ||p1 - p2|| / max(||p1||, ||p2||) the determinism probe allows
+    between two products of one vector: 1e3 eps of ``dtype`` on a CPU, 1e4 eps on an
+    accelerator (float64: 2.2e-13 / 2.2e-12; float32: 1.2e-4 / 1.2e-3).
+
+    Why: on a CPU the same batches in the same order give bitwise-equal products; a shuffling
+    loader only reorders the sum over samples, which moves the result by a few eps times the
+    sum's condition (measured ~1e-15 in float64, ~1e-6 in float32 on small MLPs); 1e3 eps leaves
+    a wide margin. GPUs add non-deterministic reductions (atomics in scatter/index_add,
+    cuDNN's backward convolutions): ~1e-6 relative in float32, i.e. ~10 eps, hence 1e4 eps.
+    What the probe is for is far above both: random augmentation moves products by ~30%,
+    dropout by O(1), a shuffled ``drop_last`` by about (samples dropped) / N.
+    """
+    return (1e4 if accelerator else 1e3) * float(np.finfo(numpy_dtype(dtype)).eps)
 
 
 @dataclass
@@ -161,6 +195,62 @@ class HVPOperator(abc.ABC):
     def describe_device(self) -> str:
         """Where the products run, for run records (e.g. ``cuda:0 (NVIDIA H100)``)."""
         return "unspecified"
+
+    def _on_accelerator(self) -> bool:
+        """Whether products run on a GPU/TPU (looser determinism tolerance)."""
+        return False
+
+    def _nondeterminism_causes(self) -> list[str]:
+        """Likely causes of non-deterministic products, each with its fix, most specific first
+        (backends add what they can see, e.g. dropout layers in train mode)."""
+        return [
+            "random data augmentation (random crops, flips, noise in the dataset's transform): "
+            "build the operator on un-augmented data (a deterministic test-time transform)",
+            "dropout or other randomness in the model in train mode: keep the model in eval "
+            "mode (eval_mode=True)",
+            "a loader whose passes differ (shuffling with drop_last=True, a random sampler, or "
+            "shuffled uneven batches with a loss that is not the batch mean, e.g. "
+            "reduction='sum'): use drop_last=False, a fixed sample set and a batch-mean loss",
+        ] + ([
+            "non-deterministic GPU kernels (atomic adds, cuDNN algorithms): enable "
+            "deterministic algorithms (torch.use_deterministic_algorithms(True) with "
+            "CUBLAS_WORKSPACE_CONFIG=:4096:8; JAX: XLA_FLAGS=--xla_gpu_deterministic_ops=true)"
+            " or compute in float64",
+        ] if self._on_accelerator() else [])
+
+    def probe_determinism(self) -> float:
+        """Multiply one fixed random vector (seed ``PROBE_SEED``) twice by H and return the
+        relative difference d = ||p1 - p2|| / max(||p1||, ||p2||) (0 if both vanish).
+
+        Raises :class:`NonDeterministicHVPError` when d exceeds
+        ``determinism_rtol(dtype, accelerator)``: the eigensolvers assume one fixed matrix.
+        Costs two full products, charged to ``op.meter`` (solvers measure meter differences,
+        so their costs are unaffected). Non-finite products are not judged: the next product
+        the caller makes raises :class:`NonFiniteHVPError` with its usual message.
+        """
+        v = self.random_vector(np.random.default_rng(PROBE_SEED))
+        products = []
+        for _ in range(2):
+            out = self._matvec(v, None)
+            self.meter.charge(self.num_samples)
+            products.append(np.asarray(to_numpy(out), dtype=np.float64))
+        p1, p2 = products
+        if not (np.all(np.isfinite(p1)) and np.all(np.isfinite(p2))):
+            return 0.0
+        scale = max(float(np.linalg.norm(p1)), float(np.linalg.norm(p2)))
+        diff = float(np.linalg.norm(p1 - p2)) / scale if scale > 0 else 0.0
+        rtol = determinism_rtol(self.dtype, self._on_accelerator())
+        if diff > rtol:
+            causes = "".join(f" ({i}) {c};" for i, c in enumerate(self._nondeterminism_causes(),
+                                                                 start=1))
+            raise NonDeterministicHVPError(
+                f"Hessian-vector products are not deterministic: one vector multiplied twice "
+                f"gave products {diff:.2e} apart (relative difference), above the tolerance "
+                f"{rtol:.1e} for {numpy_dtype(self.dtype)} on {self.describe_device()}; an "
+                f"eigensolver would chase a moving matrix and could report a wrong answer as "
+                f"converged. Likely causes and fixes:{causes[:-1]}. (check_deterministic=False "
+                f"skips this check, at your own risk.)")
+        return diff
 
     # -- public API ---------------------------------------------------------------------------
     def matvec(self, v: Any, indices: Any = None) -> Any:

@@ -29,6 +29,13 @@ yourself at start-up to avoid the warning). Existing arrays keep their dtypes; w
 the rest of the process is the *default* dtype of new arrays (``jnp.array(1.0)`` is then float64,
 ``jnp.arange(3)`` int64). A float32 operator never touches the flag and stays float32 under it.
 
+Determinism probe. With ``check_deterministic=True`` (the default) the constructor multiplies
+one fixed random vector twice and raises
+:class:`~hessbench.backends.base.NonDeterministicHVPError` if the products differ beyond
+rounding (an impure ``loss_fn``, non-deterministic GPU reductions), as the PyTorch operator does
+(:meth:`HVPOperator.probe_determinism`). It costs two full products, charged to ``op.meter``,
+and compiles the full-data chunk shapes at construction instead of at the first product.
+
 Matmul precision. Every product runs under ``jax.default_matmul_precision("highest")`` (scoped
 to the operator's calls), so GPUs do not use TF32/bf16 passes for float32 products (their
 ~1e-3 relative error would swamp a small lambda_min).
@@ -142,10 +149,12 @@ class HessianOperator(HVPOperator):
             parameters' dtype as JAX stores it. float64 needs x64: see module docstring.
         device: ``None`` (``jax.devices()[0]``), a ``jax.Device`` or ``"cpu"``/``"gpu"``/
             ``"cuda"``/``"tpu"`` (``"cuda:1"`` for the second GPU).
+        check_deterministic: run the determinism probe (two full products) at construction.
     """
 
     def __init__(self, loss_fn: Callable[[Any, Batch], Any], params: Any, data: Batch, *,
-                 batch_size: int = 256, dtype: Any = None, device: Any = None) -> None:
+                 batch_size: int = 256, dtype: Any = None, device: Any = None,
+                 check_deterministic: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if not callable(loss_fn):
@@ -193,6 +202,8 @@ class HessianOperator(HVPOperator):
         self._step = jax.jit(self._step_fn)
         self._block_step = jax.jit(self._block_step_fn)
         self._check_loss()
+        if check_deterministic:
+            self.probe_determinism()
 
     # -- conversions ----------------------------------------------------------------------------
     def _put(self, a: Any) -> jax.Array:
@@ -223,6 +234,18 @@ class HessianOperator(HVPOperator):
     def unflatten(self, flat: Any) -> Any:
         """A flat vector as a pytree shaped like ``params``."""
         return self._unravel(self._vector(flat))
+
+    def _on_accelerator(self) -> bool:
+        return self.device.platform != "cpu"
+
+    def _nondeterminism_causes(self) -> list[str]:
+        return [
+            "a loss_fn that is not a pure function of (params, batch) (it reads changing "
+            "global state, a host callback or a random key drawn outside): make it pure",
+        ] + ([
+            "non-deterministic GPU reductions: set XLA_FLAGS=--xla_gpu_deterministic_ops=true "
+            "before importing JAX, or compute in float64",
+        ] if self._on_accelerator() else [])
 
     def describe_device(self) -> str:
         d = self.device

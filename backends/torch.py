@@ -1,16 +1,36 @@
 """PyTorch HVP operator: forward-over-reverse (``jvp`` of ``grad``) through ``torch.func``.
 
-H is the Hessian, with respect to the chosen parameters, of the mean loss over all N samples:
-L(theta) = (1/N) sum_i loss_i(theta). The full product is accumulated batch by batch as
-H v = sum_b (|b| / N) H_b v, where H_b is the Hessian of ``loss_fn`` (a batch mean) on batch b,
-so an uneven last batch is weighted correctly.
+H is the Hessian, with respect to the chosen parameters, of the mean loss over the N samples
+one pass over the data yields: L(theta) = (1/N) sum_i loss_i(theta). The full product is
+accumulated batch by batch as H v = sum_b (|b| / N) H_b v, where H_b is the Hessian of
+``loss_fn`` (a batch mean) on batch b, so an uneven last batch is weighted correctly.
+
+Loaders. With a ``DataLoader`` (or any re-iterable of batches) N and every product cover exactly
+the samples a pass yields, and every pass must yield the same multiset of samples; the rules
+(which samplers have a fixed sample set, what ``drop_last`` does with and without shuffling,
+``DistributedSampler`` padding) are in :mod:`hessbench.backends.loaders`, and a loader that
+breaks them is refused with :class:`~hessbench.backends.loaders.UnsupportedLoaderError`
+naming the option. Each full product re-counts the samples and raises the same error if a pass
+yielded a different number. Mini-batch index j is the loader's j-th sample (``dataset[ids[j]]``
+for the sampler's index list ``ids``), collated by the loader's ``collate_fn``.
+
+Determinism probe. With ``check_deterministic=True`` (the default) the constructor multiplies
+one fixed random vector twice and raises
+:class:`~hessbench.backends.base.NonDeterministicHVPError` if the products differ beyond
+rounding (random augmentation, dropout in train mode, a loader whose passes differ,
+non-deterministic GPU kernels): :meth:`HVPOperator.probe_determinism`. It costs two full
+products, charged to ``op.meter``.
 
 The model runs in eval mode by default (BatchNorm uses its running statistics, dropout is off):
 in train mode the loss is not a sum over samples and its "Hessian" depends on how the data are
-split into batches. The user's module is not modified: parameters and buffers are passed to
-``torch.func.functional_call`` as copies in the requested dtype and device, and the module's
-train/eval flags are restored after every product. On CUDA, TF32 matmuls and convolutions are
-switched off process-wide (TF32 error ~1e-3 |H| would swamp a small lambda_min).
+split into batches. ``eval_mode=False`` is refused for models with BatchNorm (which would then
+normalise with batch statistics) or other layers that update running statistics, and a
+BatchNorm without running statistics (``track_running_stats=False``) is refused in either mode;
+dropout in train mode is caught by the probe. The user's module is not modified: parameters and
+buffers are passed to ``torch.func.functional_call`` as copies in the requested dtype and
+device, and the module's train/eval flags are restored after every product. On CUDA, TF32
+matmuls and convolutions are switched off process-wide (TF32 error ~1e-3 |H| would swamp a
+small lambda_min).
 
 The contract (products, mini-batches, cost, errors) is :mod:`hessbench.backends.base`'s. The
 signature is PyTorch's idiom: a stateful module and a criterion ``loss_fn(outputs, targets)``
@@ -30,6 +50,9 @@ import torch
 from torch.func import functional_call, grad, jvp, vmap
 
 from hessbench.backends.base import HVPOperator
+from hessbench.backends.loaders import (LoaderSamples, UnsupportedLoaderError, batch_length,
+                                        loader_samples)
+from hessbench.errors import InputError
 
 Batch = tuple[Any, Any]
 
@@ -43,14 +66,16 @@ class HessianOperator(HVPOperator):
         model: a ``torch.nn.Module``; ``model(inputs)`` gives the outputs.
         loss_fn: ``loss_fn(outputs, targets)`` returning the scalar batch-mean loss.
         data: a pair of tensors ``(inputs, targets)`` (moved to ``device`` and cast to ``dtype``
-            once; random access makes mini-batches cheap), or
-            an iterable of ``(inputs, targets)`` batches such as a ``DataLoader``; mini-batch
-            products then need ``data.dataset[i]`` to return one ``(input, target)`` sample.
+            once; random access makes mini-batches cheap), or a ``DataLoader`` of
+            ``(inputs, targets)`` batches whose passes yield one fixed set of samples (see the
+            module docstring; mini-batch products read ``dataset[i]``), or any other
+            re-iterable of batches (N is counted; no mini-batch products).
         batch_size: samples per chunk of a full-data product (tensor data only).
         device, dtype: where and in which floating dtype to compute (default: the parameters').
         params: which parameters define H: ``None`` (all with ``requires_grad``), or names or
             ``Parameter`` objects of ``model``; the others are held fixed.
         eval_mode: run the model in eval mode (default True; see the module docstring).
+        check_deterministic: run the determinism probe (two full products) at construction.
     """
 
     def __init__(
@@ -64,6 +89,7 @@ class HessianOperator(HVPOperator):
         dtype: torch.dtype | None = None,
         params: Sequence[str] | Sequence[torch.nn.Parameter] | None = None,
         eval_mode: bool = True,
+        check_deterministic: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -78,6 +104,7 @@ class HessianOperator(HVPOperator):
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self.model, self.loss_fn, self.eval_mode = model, loss_fn, eval_mode
+        _check_normalisation(model, eval_mode)
         self.batch_size = batch_size
 
         self.param_names = self._select_params(model, params)
@@ -93,6 +120,7 @@ class HessianOperator(HVPOperator):
         )
 
         self._tensors: Batch | None = None
+        self._samples: LoaderSamples | None = None
         if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]):
             inputs, targets = data
             if len(inputs) != len(targets):
@@ -103,9 +131,12 @@ class HessianOperator(HVPOperator):
             num_samples = len(inputs)
         else:
             self._loader = data
-            num_samples = self._count_samples(data)
+            self._samples = loader_samples(data)
+            num_samples = self._samples.num_samples
         super().__init__(self.theta.numel(), num_samples)
         self._check_loss(next(self._batches(None)))
+        if check_deterministic:
+            self.probe_determinism()
 
     # -- parameters -----------------------------------------------------------------------------
     @staticmethod
@@ -134,13 +165,6 @@ class HessianOperator(HVPOperator):
         return {k: t.view(s) for k, t, s in zip(self.param_names, parts, self._shapes)}
 
     # -- data -------------------------------------------------------------------------------------
-    @staticmethod
-    def _count_samples(loader: Iterable[Batch]) -> int:
-        dataset = getattr(loader, "dataset", None)
-        if dataset is not None and hasattr(dataset, "__len__"):
-            return len(dataset)
-        return sum(len(targets) for _, targets in loader)
-
     def _to_device(self, x: Any) -> Any:
         if torch.is_tensor(x):
             x = x.to(self.device, non_blocking=True)
@@ -160,20 +184,28 @@ class HessianOperator(HVPOperator):
                 sel = torch.as_tensor(idx[start:start + self.batch_size], device=self.device)
                 yield (inputs[sel], targets[sel]), len(sel)
         elif indices is None:
+            count = 0
             for inputs, targets in self._loader:
-                yield self._to_device((inputs, targets)), len(targets)
+                size = batch_length(targets)
+                count += size
+                yield self._to_device((inputs, targets)), size
+            if count != self.num_samples:
+                raise UnsupportedLoaderError(
+                    f"{self._samples.description} yielded {count} samples in this pass but "
+                    f"{self.num_samples} when the operator was built: its passes do not yield "
+                    "one fixed set of samples, so products would mix different Hessians; use a "
+                    "fixed sampler with drop_last=False, or pass the samples as tensors")
         else:
-            dataset = getattr(self._loader, "dataset", None)
-            if dataset is None or not hasattr(dataset, "__getitem__"):
-                raise TypeError(
-                    "mini-batch products need random access to samples: pass data as a pair of "
-                    "tensors, or a DataLoader whose .dataset supports dataset[i]"
-                )
-            from torch.utils.data import default_collate
-
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
-                inputs, targets = default_collate([dataset[int(i)] for i in chunk])
+            samples = self._samples
+            if samples.sample_ids is None:
+                raise InputError(
+                    f"mini-batch products need random access to samples, which "
+                    f"{samples.description} does not give; pass data as a pair of tensors, or "
+                    "a DataLoader over a map-style dataset (dataset[i] -> (input, target))")
+            ids = samples.sample_ids[indices]
+            for start in range(0, len(ids), self.batch_size):
+                chunk = ids[start:start + self.batch_size]
+                inputs, targets = samples.collate_fn([samples.dataset[int(i)] for i in chunk])
                 yield self._to_device((inputs, targets)), len(chunk)
 
     # -- the HVP ----------------------------------------------------------------------------------
@@ -234,8 +266,56 @@ class HessianOperator(HVPOperator):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def _on_accelerator(self) -> bool:
+        return self.device.type != "cpu"
+
+    def _nondeterminism_causes(self) -> list[str]:
+        seen = []
+        if not self.eval_mode:
+            dropout = [f"'{k or 'model'}' ({type(m).__name__})"
+                       for k, m in self.model.named_modules()
+                       if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+            if dropout:
+                seen.append(f"the model's dropout layers {', '.join(dropout)} run in train "
+                            "mode because eval_mode=False, drawing new masks for every "
+                            "product: use eval_mode=True")
+        if self._samples is not None and self._samples.shuffled:
+            seen.append(f"{self._samples.description} shuffles: with a loss that is not the "
+                        "batch mean (e.g. reduction='sum') the product depends on how samples "
+                        "fall into batches; use a batch-mean loss or shuffle=False")
+        generic = super()._nondeterminism_causes()
+        if seen and not self.eval_mode:  # the dropout cause, now named specifically
+            generic = [c for c in generic if not c.startswith("dropout")]
+        return seen + generic
+
     def describe_device(self) -> str:
         if self.device.type == "cuda":
             return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
         return (f"{self.device.type} ({platform.processor() or platform.machine()}, "
                 f"{torch.get_num_threads()} threads)")
+
+
+def _check_normalisation(model: torch.nn.Module, eval_mode: bool) -> None:
+    """Refuse layers that make the loss depend on the batching (batch statistics) or that
+    update running statistics in place during a product (torch.func cannot)."""
+    batch_stats, running = [], []
+    for name, m in model.named_modules():
+        tracks = bool(getattr(m, "track_running_stats", False))
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and (not eval_mode
+                                                                     or not tracks):
+            batch_stats.append(f"{name or 'model'} ({type(m).__name__})")
+        elif not eval_mode and tracks and getattr(m, "running_mean", None) is not None:
+            running.append(f"{name or 'model'} ({type(m).__name__})")
+    if batch_stats:
+        why = ("eval_mode=False" if not eval_mode else "track_running_stats=False")
+        raise InputError(
+            f"the model's BatchNorm layers {', '.join(batch_stats)} would normalise with batch "
+            f"statistics ({why}): the loss is then not a mean of per-sample losses and its "
+            "Hessian depends on how the data are split into batches; use eval_mode=True with "
+            "running statistics (track_running_stats=True, the default), or replace BatchNorm "
+            "by a per-sample normalisation (GroupNorm, LayerNorm)")
+    if running:
+        raise InputError(
+            f"the model's layers {', '.join(running)} update their running statistics in "
+            "place in train mode, which a Hessian-vector product cannot do; use "
+            "eval_mode=True (they then use the stored statistics)")
