@@ -33,8 +33,9 @@ BUILTINS = {
 OperatorFactory = Callable[..., HVPOperator]
 
 
-class UnknownBackendError(UnknownNameError, ValueError):
-    """No backend is registered under this name (a ValueError too, as it was before)."""
+class UnknownBackendError(UnknownNameError):
+    """No backend is registered under this name (a user error; a ``KeyError`` and a
+    ``ValueError`` too, as every :class:`hessbench.registry.UnknownNameError`)."""
 
 
 def _check_factory(name: str, obj: Any) -> None:
@@ -53,5 +54,8 @@ def available() -> list[str]:
 
 
 def operator_factory(name: str) -> OperatorFactory:
-    """The operator factory of backend ``name`` (importing its module, e.g. JAX, now)."""
+    """The operator factory of backend ``name`` (importing its module, e.g. JAX, now). Raises
+    :class:`UnknownBackendError` for an unknown name and
+    :class:`hessbench.registry.MissingDependencyError` (naming the extra to install, e.g.
+    ``pip install 'hessbench[jax]'``) when the backend's optional dependency is missing."""
     return REGISTRY.load(name)

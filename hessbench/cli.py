@@ -5,27 +5,46 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
+import re
 import shlex
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
 from hessbench import backends
 from hessbench import solvers
 from hessbench import problems
+from hessbench.errors import InputError, UserError
 from hessbench.records import RunRecord
+from hessbench.registry import format_options
+from hessbench.seeds import check_seed
+from hessbench.solvers.registry import options as solver_options
+from hessbench.validate import check_grid, check_output_dir, check_output_file
 
 DEMO_PROBLEMS = ("quadratic", "digits-mlp", "digits-cnn")
 DEMO_SOLVERS = ("lanczos", "power", "arpack")
 
 
-def _options(pairs: Sequence[str] | None) -> dict[str, Any]:
-    """Parse ``key=value`` pairs; values are Python literals where they parse, else strings."""
+def _seed(text: str) -> int:
+    """argparse type of ``--seed``: a non-negative integer."""
+    try:
+        return check_seed(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer (0, 1, 2, ...), got "
+                                         f"{text!r}") from None
+
+
+def _options(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    """Parse ``key=value`` pairs of ``flag``; values are Python literals where they parse, else
+    strings."""
     out: dict[str, Any] = {}
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: option {pair!r} is not of the form key=value")
+            raise InputError(f"{flag} {pair!r} is not of the form KEY=VALUE (see the options "
+                             "that hessbench problems / hessbench solvers list)")
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -38,12 +57,38 @@ def _budget(args: argparse.Namespace) -> dict[str, Any]:
                               ("max_hvps", args.max_hvps)) if v is not None}
 
 
+_MARKUP = re.compile(r":[\w:]+:`(~?)([^`<]*?)(?:\s*<[^>]*>)?`|``(.+?)``|`([^`]+)`"
+                     r"|\*\*?([^*]+)\*\*?")
+_SENTENCE_END = re.compile(r"(?<!\be\.g\.)(?<!\bi\.e\.)(?<=[.!?])\s+(?=[A-Z(])")
+
+
+def _plain(match: re.Match[str]) -> str:
+    tilde, target, *text = match.groups()
+    if target is not None:  # :role:`~a.b.C` -> C, :role:`a.b.C` -> a.b.C
+        return target.rsplit(".", 1)[-1] if tilde else target
+    return next(t for t in text if t is not None)
+
+
+def summary_line(doc: str | None) -> str:
+    """The first sentence of a docstring, whole, without reStructuredText markup (``x``,
+    :class:`x`, *x*) and on one line."""
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
+    plain = _MARKUP.sub(_plain, paragraph)
+    return _SENTENCE_END.split(plain, maxsplit=1)[0]
+
+
+def _entry(name: str, text: str, options: dict[str, Any] | None) -> None:
+    print(f"{name:26s} {text}")
+    if options:
+        print(f"{'':26s} options: {format_options(options)}")
+
+
 def cmd_problems(args: argparse.Namespace) -> int:
     for name in problems.available():
-        print(f"{name:26s} {problems.get(name).description}")
-        opts = ", ".join(f"{k}={v!r}" for k, v in problems.options(name).items())
-        if opts:
-            print(f"{'':26s} options: {opts}")
+        try:
+            _entry(name, problems.get(name).description, problems.options(name))
+        except UserError as err:  # e.g. a plugin whose optional dependency is missing
+            _entry(name, f"unavailable: {err}", None)
     return 0
 
 
@@ -56,15 +101,17 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 def cmd_solvers(args: argparse.Namespace) -> int:
     for name in solvers.available():
-        doc = (solvers.solver_class(name).__doc__ or "").strip().splitlines()[0]
-        print(f"{name:26s} {doc}")
+        try:
+            _entry(name, summary_line(solvers.solver_class(name).__doc__), solver_options(name))
+        except UserError as err:  # e.g. a plugin whose optional dependency is missing
+            _entry(name, f"unavailable: {err}", None)
     return 0
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
     from hessbench.reference import compute_reference
 
-    prob = problems.get(args.problem, **_options(args.problem_option))
+    prob = problems.get(args.problem, **_options(args.problem_option, "--problem-option"))
     ref = compute_reference(prob, force_method=args.method)
     print(json.dumps(ref, indent=1))
     return 0
@@ -73,12 +120,14 @@ def cmd_reference(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from hessbench.runner import run_one
 
+    output = check_output_file(args.output)  # before the run: a bad path must not lose it
     record = run_one(args.problem, args.solver, backend=args.backend, seed=args.seed,
                      which=args.which, tol=args.tol, budget=_budget(args), dtype=args.dtype,
-                     device=args.device, problem_options=_options(args.problem_option),
-                     solver_options=_options(args.solver_option), progress=not args.quiet,
-                     command=args.command_line)
-    path = record.write(args.output)
+                     device=args.device,
+                     problem_options=_options(args.problem_option, "--problem-option"),
+                     solver_options=_options(args.solver_option, "--solver-option"),
+                     progress=not args.quiet, command=args.command_line)
+    path = record.write(output)
     print(_table([record]))
     print(f"wrote {path}")
     return 0 if record.status != "failed" else 1
@@ -103,18 +152,20 @@ def _table(records: list[RunRecord]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The default job: every demo solver on the offline problems, one table."""
+    """The default job: the demo solvers on the offline problems, one table."""
     from hessbench.reference import compute_reference
     from hessbench.runner import run_one
 
-    out = Path(args.output)
+    budget = {"max_passes": args.max_passes}
+    check_grid(args.problems, args.solvers, [args.seed], budget=budget)  # before any work
+    out = check_output_dir(args.output)
     records = []
     for name in args.problems:
         ref = compute_reference(problems.get(name), progress=not args.quiet)
         print(f"{name}: reference ({ref['method']}) lambda_max={ref['lambda_max']:.6g} "
               f"lambda_min={ref['lambda_min']:.6g}", flush=True)
         for solver in args.solvers:
-            record = run_one(name, solver, seed=args.seed, budget={"max_passes": args.max_passes},
+            record = run_one(name, solver, seed=args.seed, budget=budget,
                              progress=not args.quiet, command=args.command_line)
             record.write(out / f"{name}_{solver}_seed{args.seed}.json")
             records.append(record)
@@ -165,9 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hessbench", description="Benchmark of eigensolvers for extreme eigenvalues of "
         "neural-network loss Hessians.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (give it before the command)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("problems", help="list problems").set_defaults(func=cmd_problems)
-    sub.add_parser("solvers", help="list solvers").set_defaults(func=cmd_solvers)
+    sub.add_parser("problems", help="list problems and their options").set_defaults(
+        func=cmd_problems)
+    sub.add_parser("solvers", help="list solvers and their options").set_defaults(
+        func=cmd_solvers)
     sub.add_parser("backends", help="list backends").set_defaults(func=cmd_backends)
 
     p = sub.add_parser("reference", help="compute and cache the reference eigenvalues")
@@ -180,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--problem", required=True)
     p.add_argument("-s", "--solver", required=True)
     p.add_argument("--backend", default="torch", help="see: hessbench backends")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--which", choices=("both", "max", "min"), default="both")
     p.add_argument("--tol", type=float, default=1e-3)
     p.add_argument("--max-passes", type=float)
@@ -216,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="default job: offline problems x solvers, one table")
     p.add_argument("--problems", nargs="+", default=list(DEMO_PROBLEMS))
     p.add_argument("--solvers", nargs="+", default=list(DEMO_SOLVERS))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--max-passes", type=float, default=2000)
     p.add_argument("-o", "--output", default="results/demo")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -236,16 +291,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    args.command_line = ["hessbench", *argv]  # recorded in run records as the command
+def _interrupted(args: argparse.Namespace, err: KeyboardInterrupt) -> str:
+    """The one line printed on Ctrl-C: the command's own (``compare``'s says what it kept),
+    else what is kept."""
+    if str(err):
+        return str(err)
+    if args.command == "demo":
+        return f"interrupted: the run records finished so far are kept in {args.output}/"
+    if args.command == "run":
+        return f"interrupted: nothing was written to {args.output}"
+    return "interrupted"
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command inside the error boundary: a :class:`UserError` is one line
+    ``error: ...`` and exit status 2 (``--debug``: with its traceback); Ctrl-C one line and
+    130; anything else is a bug and keeps its traceback."""
     try:
-        return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"hessbench: error: {message}", file=sys.stderr)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside main, not at exit
+        return code
+    except UserError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        if args.debug:
+            traceback.print_exc()
+        print(_interrupted(args, err), file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``hessbench ...``; returns the exit status (argparse errors exit 2 through SystemExit).
+    Output cut short by a closed pipe (``hessbench solvers | head -1``) ends quietly."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        args.command_line = ["hessbench", *argv]  # recorded in run records as the command
+        return _dispatch(args)
+    except BrokenPipeError:
+        # the reader went away: send what is left to devnull so the exit flush cannot fail
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

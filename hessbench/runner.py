@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from hessbench import backends, problems, solvers
 from hessbench.metrics import answer_errors, cost_to_eps
 from hessbench.records import Reference, RunRecord
 from hessbench.reference import compute_reference
+from hessbench.validate import check_run
 
 
 def versions() -> dict[str, str]:
@@ -40,10 +40,14 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
             command: Sequence[str] = ()) -> RunRecord:
     """Solve ``problem`` with ``solver`` from ``seed``; the record holds the effective solver
     options (defaults included), the answer, its errors against the certified reference and
-    the cost to reach each eps. ``command`` is the command line that asked for the run."""
-    prob = problems.get(problem, **(problem_options or {}))
-    slv = solvers.get(solver, tol=tol, **(solver_options or {}))
-    backends.operator_factory(backend)  # an unknown backend fails before training/reference
+    the cost to reach each eps. ``command`` is the command line that asked for the run.
+
+    Every argument is checked first (:func:`hessbench.validate.check_run`: names, options,
+    backend, device, dtype, seed, budget), before any training, reference or solve; a bad one
+    raises a :class:`hessbench.errors.InputError` saying how to fix it."""
+    prob, slv = check_run(problem, solver, backend=backend, seed=seed, which=which, tol=tol,
+                          budget=budget, dtype=dtype, device=device,
+                          problem_options=problem_options, solver_options=solver_options)
     computed = compute_reference(prob, progress=progress)
     reference = Reference(float(computed["lambda_max"]), float(computed["lambda_min"]),
                           str(computed["method"]))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hessbench.registry import Registry, UnknownNameError
+from hessbench.registry import Registry, UnknownNameError, configure, option_defaults
 from hessbench.solvers.base import Solver
 
 ENTRY_POINT_GROUP = "hessbench.solvers"
@@ -53,6 +53,17 @@ def solver_class(name: str) -> type[Solver]:
     return REGISTRY.load(name)
 
 
+def options(name: str) -> dict[str, Any]:
+    """The options solver ``name`` takes, with their defaults (its constructor's keyword
+    parameters), e.g. ``{"tol": 0.001, "max_steps": 500}``."""
+    return option_defaults(solver_class(name))
+
+
 def get(name: str, **options: Any) -> Solver:
-    """An instance of the solver ``name`` configured with ``options`` (e.g. ``tol=1e-3``)."""
-    return solver_class(name)(**options)
+    """An instance of the solver ``name`` configured with ``options`` (e.g. ``tol=1e-3``).
+
+    Options are checked against the constructor's signature first
+    (:func:`hessbench.registry.check_options`): an unknown option, a value of the wrong type or
+    a value the solver refuses raises :class:`hessbench.registry.OptionError` (a ``TypeError``
+    and a ``ValueError``) naming the solver and the option."""
+    return configure(f"solver {name!r}", solver_class(name), options)

@@ -110,8 +110,8 @@ def test_problem_plugins_options_and_bad_options(plugins):
     assert problems.options("tiny-quadratic") == {"n": 20, "seed": 0}
     prob = problems.get("tiny-quadratic", n=24)
     assert prob.name == "tiny-quadratic" and prob.config["n"] == 24
-    with pytest.raises(ValueError, match=r"no option\(s\) \['depth'\]; its options: \['n', "
-                       r"'seed'\]"):
+    with pytest.raises(ValueError, match=r"^problem 'tiny-quadratic' has no option 'depth'; its "
+                       r"options: n=20, seed=0$"):
         problems.get("tiny-quadratic", depth=3)
     with pytest.raises(problems.UnknownProblemError, match="unknown problem 'mnist'; available: "
                        "quadratic-small, quadratic, "):

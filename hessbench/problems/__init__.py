@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from hessbench.problems.base import Problem, TorchProblemParts
 from hessbench.problems.quadratic import QuadraticProblem
-from hessbench.registry import Registry, UnknownNameError
+from hessbench.registry import Registry, UnknownNameError, configure, option_defaults
 
 ENTRY_POINT_GROUP = "hessbench.problems"
 
@@ -67,22 +67,18 @@ def factory(name: str) -> Callable[..., Problem]:
 
 def options(name: str) -> dict[str, Any]:
     """The options problem ``name`` takes, with their defaults (its factory's signature)."""
-    return _options_of(factory(name))
-
-
-def _options_of(make: Callable[..., Problem]) -> dict[str, Any]:
-    return {p.name: p.default for p in inspect.signature(make).parameters.values()}
+    return option_defaults(factory(name))
 
 
 def get(name: str, **opts: Any) -> Problem:
-    """The problem ``name``, with options overriding its defaults (see :func:`options`)."""
-    make = factory(name)
-    valid = _options_of(make)
-    unknown = sorted(set(opts) - set(valid))
-    if unknown:
-        raise ValueError(f"problem {name!r} has no option(s) {unknown}; "
-                         f"its options: {sorted(valid)}")
-    problem = make(**opts)
+    """The problem ``name``, with options overriding its defaults (see :func:`options`).
+
+    Options are checked against the factory's signature first
+    (:func:`hessbench.registry.check_options`): an unknown option, a value of the wrong type or
+    a value the factory refuses raises :class:`hessbench.registry.OptionError` (a ``TypeError``
+    and a ``ValueError``) naming the problem and the option. Building a problem trains nothing
+    (training is lazy, in :meth:`Problem.torch_parts`)."""
+    problem = configure(f"problem {name!r}", factory(name), opts)
     if not isinstance(problem, Problem):
         raise TypeError(f"problem {name!r}: factory returned {type(problem).__name__}, "
                         "not a hessbench.problems.Problem")
