@@ -24,7 +24,7 @@ import inspect
 import json
 import traceback
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -189,15 +189,13 @@ def run_grid(problems: Iterable[str], solvers: Iterable[str], seeds: Iterable[in
                 done[i] = record
     reused = len(done)
     todo = [i for i in range(len(grid)) if i not in done]
-    device = device_request(run_options.get("device"))
     try:
         with tqdm(total=len(todo), desc="compare", disable=not progress) as bar:
             for i in todo:
                 problem, solver, seed = grid[i]
                 try:
-                    record = replace(run_one(problem, solver, seed=seed, progress=False,
-                                             command=command, **run_options),
-                                     requested_device=device)
+                    record = run_one(problem, solver, seed=seed, progress=False,
+                                     command=command, **run_options)
                 except Exception as err:  # noqa: BLE001 - one failing run must not lose the grid
                     record = _error_record(problem, solver, seed, command, run_options, err)
                 record.write(paths[i])

@@ -247,6 +247,9 @@ def check_output_file(path: str | Path) -> Path:
         mode = path.lstat().st_mode
     except FileNotFoundError:
         return path
+    except NotADirectoryError:
+        raise InputError(f"cannot write {path}: a parent of it is a file, not a folder; "
+                         "choose another output path") from None
     if stat.S_ISLNK(mode):
         raise InputError(f"{path} is a symbolic link (to {os.readlink(path)}); hessbench "
                          "replaces its output files and will not replace a link: give the real "

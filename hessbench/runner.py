@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from hessbench.metrics import answer_errors, cost_to_eps
-from hessbench.records import Reference, RunRecord
+from hessbench.records import Reference, RunRecord, device_request
 from hessbench.reference import compute_reference
 from hessbench.validate import check_run
 
@@ -60,6 +60,7 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
         problem_description=prob.description, problem_config=prob.config,
         problem_key=prob.key, synthetic=prob.synthetic,
         dtype=str(op.dtype).replace("torch.", ""), device=op.describe_device(),
+        requested_device=device_request(device),
         threads=torch_threads(), parameters=op.size, num_samples=op.num_samples,
         host=socket.gethostname(), platform=platform.platform(), versions=versions(),
         command=list(command),

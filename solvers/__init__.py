@@ -9,8 +9,9 @@ the Python array API; small dense work (tridiagonal eigenproblems) is float64 Nu
 """
 
 from hessbench.solvers.base import Solver
-from hessbench.solvers.registry import UnknownSolverError, available, get, solver_class
+from hessbench.solvers.registry import (UnknownSolverError, available, get, options,
+                                        solver_class)
 from hessbench.solvers.result import Budget, EigenResult, TraceRow
 
 __all__ = ["Budget", "EigenResult", "Solver", "TraceRow", "UnknownSolverError", "available",
-           "get", "solver_class"]
+           "get", "options", "solver_class"]

@@ -46,7 +46,7 @@ def chebyshev_filter(run: Run, sign: float, X: Any, degree: int, cut: float, upp
 
 
 class ChebyshevFilter(Solver):
-    """Chebyshev-filtered subspace iteration on full-data block HVPs; see the module docstring.
+    """Chebyshev-filtered subspace iteration (Zhou & Saad 2007) on full-data block HVPs.
 
     Options: ``tol``; ``degree`` (m, default 20); ``block_size`` (b >= 2, default 3);
     ``lanczos_steps`` (bound phase, default 20, > 2 b); ``max_steps`` (filter cycles per end,

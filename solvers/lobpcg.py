@@ -78,7 +78,7 @@ def rayleigh_ritz(S: Any, AS: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 class LOBPCG(Solver):
-    """LOBPCG on full-data block HVPs; see the module docstring.
+    """LOBPCG (Knyazev 2001) on full-data block HVPs, one end after the other.
 
     Options: ``tol``; ``block_size`` (b, default 1); ``max_steps`` (iterations per end, default
     1000); ``preconditioner`` (None, or a callable r -> M^{-1} r on one parameter vector, M
