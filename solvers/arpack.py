@@ -6,15 +6,29 @@ test is |theta - lambda| <= tol * |theta| on its Ritz estimates. Every matvec is
 (ARPACK's restarts hide the true count). Vectors cross to float64 NumPy on each product: that
 is inherent to ARPACK. ARPACK exposes no estimates mid-run, so trace rows carry none until the
 last.
+
+Reproducibility: ARPACK draws fresh random vectors during a run (when a restart asks for a new
+start direction), not only the start vector v0. Where ``eigsh`` takes ``rng=`` (SciPy >= 1.17)
+those draws come from a generator spawned from the run's seed, so the same seed gives the same
+values *and* the same number of HVPs. Older SciPy draws them from ARPACK's own state: values
+agree to ``tol`` but the cost can differ from run to run; the result message then says
+"not reproducible".
 """
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from hessbench.solvers.base import Run, Solver
 from hessbench.solvers.kernels import ends, to_numpy
+
+#: whether this SciPy's ``eigsh`` takes ``rng=`` (its restarts are then seeded by the run)
+SEEDED_RESTARTS = "rng" in inspect.signature(eigsh).parameters
+_UNSEEDED = (" (not reproducible: this SciPy's eigsh has no rng=, so ARPACK's restarts draw "
+             "from its own random state and the cost can differ between runs of one seed)")
 
 
 class Arpack(Solver):
@@ -39,12 +53,16 @@ class Arpack(Solver):
 
         lin = LinearOperator((op.size, op.size), matvec=matvec, dtype=np.float64)
         v0 = rng.standard_normal(op.size)
+        seeded = {"rng": rng.spawn(1)[0]} if SEEDED_RESTARTS else {}
         try:
-            values, vectors = eigsh(lin, k=k, which=mode, tol=self.tol, v0=v0, ncv=self.ncv)
+            values, vectors = eigsh(lin, k=k, which=mode, tol=self.tol, v0=v0, ncv=self.ncv,
+                                    **seeded)
             status, message = "converged", "ARPACK converged"
         except ArpackNoConvergence as err:
             values, vectors = err.eigenvalues, err.eigenvectors
             status, message = "max_steps", f"ARPACK: {err}"
+        if not SEEDED_RESTARTS:
+            message += _UNSEEDED
         order = np.argsort(values)
         values, vectors = values[order], vectors[:, order]
         if len(values):
