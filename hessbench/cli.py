@@ -10,6 +10,7 @@ import re
 import shlex
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -194,19 +195,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import warnings
-
-    from hessbench.records import RecordWarning
     from hessbench.report import build_report
 
     command = shlex.join(["hessbench", "report", args.run_dir, "--output", args.output]
                          + (["--asv-results", args.asv_results] if args.asv_results else [])
                          + (["--title", args.title] if args.title else []))
-    with warnings.catch_warnings():  # a skipped record: one line "warning: skipped FILE: ..."
-        warnings.simplefilter("always", RecordWarning)
-        warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
-        written = build_report(args.run_dir, args.output, asv_results=args.asv_results,
-                               title=args.title, command=command, strict=args.strict)
+    written = build_report(args.run_dir, args.output, asv_results=args.asv_results,
+                           title=args.title, command=command, strict=args.strict)
     print(f"wrote {written['readme']}, {written['html']}, {written['csv']} and "
           f"{len(written['figures'])} figure(s) in {Path(args.output) / 'figures'}")
     return 0
@@ -303,12 +298,35 @@ def _interrupted(args: argparse.Namespace, err: KeyboardInterrupt) -> str:
     return "interrupted"
 
 
+def _one_line_warnings() -> None:
+    """Show hessbench's own warnings (a cache entry moved aside and rebuilt, a record skipped)
+    as one line each, ``warning: ...``, every time; other warnings keep Python's format."""
+    from hessbench.files import CacheWarning
+    from hessbench.records import RecordWarning
+
+    ours = (CacheWarning, RecordWarning)
+    default = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if issubclass(category, ours):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    for category in ours:
+        warnings.simplefilter("always", category)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the command inside the error boundary: a :class:`UserError` is one line
     ``error: ...`` and exit status 2 (``--debug``: with its traceback); Ctrl-C one line and
     130; anything else is a bug and keeps its traceback."""
     try:
-        code = args.func(args)
+        with warnings.catch_warnings():
+            _one_line_warnings()
+            code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, inside main, not at exit
         return code
     except UserError as err:
