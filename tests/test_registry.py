@@ -68,7 +68,7 @@ def test_each_kind_uses_the_shared_registry():
         assert isinstance(module.REGISTRY, Registry) and module.REGISTRY.group == group
         assert module.available()[:len(module.BUILTINS)] == list(module.BUILTINS)
     assert solvers.available()[:3] == ["lanczos", "power", "arpack"]
-    assert problems.available()[:3] == ["quadratic-small", "quadratic", "quadratic-1m"]
+    assert problems.available()[:3] == ["quadratic-small", "quadratic", "quadratic-cluster"]
     assert backends.available()[:2] == ["torch", "jax"]
     assert not hasattr(backends, "BACKENDS")  # no alias of the 0.1 constant: available()
 

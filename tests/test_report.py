@@ -21,13 +21,13 @@ SEEDS = (0, 1)
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, _cache):
-    """quadratic-small x {lanczos, power} x 2 seeds (40 data passes at most), one run that
+    """quadratic-small x {lanczos, power} x 2 seeds (60 data passes at most), one run that
     raised (as ``hessbench compare`` records it) and a throughput.json."""
     out = tmp_path_factory.mktemp("runs")
     for solver in SOLVERS:
         for seed in SEEDS:
             record = run_one("quadratic-small", solver, seed=seed,
-                             budget={"max_passes": 40}, progress=False)
+                             budget={"max_passes": 60}, progress=False)
             record.write(out / f"quadratic-small_{solver}_seed{seed}.json")
     RunRecord(problem="quadratic-small", solver="broken", seed=0, status="error",
               message="RuntimeError: <boom>", traceback="...").write(
@@ -67,10 +67,10 @@ def test_report_writes_readme_html_tables_and_figures(run_dir, tmp_path):
 
     # setup: reference eigenvalues and method, budget, seeds, versions, reproduce command
     assert "| quadratic-small |" in readme and "| 100 | -0.5 | exact |" in readme
-    assert '{"max_passes": 40}' in readme and "| seeds | 0, 1 |" in readme
+    assert '{"max_passes": 60}' in readme and "| seeds | 0, 1 |" in readme
     assert "torch 2." in readme and "hessbench report" in readme
     assert "hessbench compare --problems quadratic-small --solvers lanczos power broken " \
-           f"--seeds 0-1 --max-passes 40 -o {run_dir}" in readme
+           f"--seeds 0-1 --max-passes 60 -o {run_dir}" in readme
 
     # tables: one row per solver, the winner marked (lanczos reaches 1% on both ends; power
     # never finds lambda_min in 40 passes), the failed run listed
