@@ -26,6 +26,16 @@ def known_spectrum_matrix(eigenvalues, seed=0):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for tiny products (OpenMP threads only spin on shared cores);
+    the thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def small_mlp_problem():
     """A tiny float64 tanh MLP with 53 samples (uneven last batch for batch_size=16)."""
     torch.manual_seed(0)

@@ -37,16 +37,6 @@ def _x64():
     jax.config.update("jax_enable_x64", before)
 
 
-@pytest.fixture
-def one_torch_thread():
-    """The torch twins run on tiny batches, where OpenMP threads only spin on shared cores
-    (10-50x slower on a loaded 2-core machine): one torch thread, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rel(a, b):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))

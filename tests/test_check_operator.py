@@ -18,13 +18,7 @@ from hessbench.backends.torch import HessianOperator
 N = 53  # with batch_size 16: chunks 16 + 16 + 16 + 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny products: OpenMP threads only spin on shared cores. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def torch_problem():

@@ -27,12 +27,7 @@ SUCCESS = 10 * TOL  # the benchmark's success threshold (1% relative error)
 TWINS = KnownSpectrum("twin ends, n=1000", tuple(float(x) for x in cluster_spectrum(1000)))
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _errors(result) -> tuple[float, float]:

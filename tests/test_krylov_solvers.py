@@ -24,13 +24,7 @@ POSITIVE = np.concatenate([[30.0, 10.0], np.linspace(0.5, 3.0, 78)])
 MAGNITUDE = np.concatenate([[10.0], np.linspace(-1.0, 5.0, 40), [-50.0]])  # |lambda_min| > max
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The tiny products here gain nothing from threads, which stall on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def dense(eigenvalues, as_torch=False, seed=0):
