@@ -117,7 +117,10 @@ def compute_reference(problem: Problem, *, progress: bool = True,
         if memo in _VERIFIED:
             return
         vectors = _read_vectors(vectors_path, n)
-        failure = verify_reference(record, vectors, torch_operator(parts, dtype="float64"))
+        # no determinism probe: the check compares products with stored values to 1e-9
+        # already, so two more products would only repeat it
+        op = torch_operator(parts, dtype="float64", check_deterministic=False)
+        failure = verify_reference(record, vectors, op)
         if failure:
             raise CorruptEntry(path, failure)
         if HASH_KEY in record:

@@ -64,10 +64,13 @@ class Problem(abc.ABC):
 
 
 def torch_operator(parts: TorchProblemParts, *, dtype: str = "float64",
-                   device: str | None = None) -> HVPOperator:
-    """The PyTorch ``HessianOperator`` of a problem's parts (the ``"torch"`` backend)."""
+                   device: str | None = None, check_deterministic: bool = True
+                   ) -> HVPOperator:
+    """The PyTorch ``HessianOperator`` of a problem's parts (the ``"torch"`` backend);
+    ``check_deterministic`` as the operator's (its two-product probe)."""
     from hessbench.backends.torch import HessianOperator
 
     return HessianOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
                            batch_size=parts.batch_size, device=device,
-                           dtype=getattr(torch, dtype))
+                           dtype=getattr(torch, dtype),
+                           check_deterministic=check_deterministic)
