@@ -200,6 +200,28 @@ class HVPOperator(abc.ABC):
         """Whether products run on a GPU/TPU (looser determinism tolerance)."""
         return False
 
+    # -- scale-out (operators whose products span several processes or devices override) -----
+    def process_count(self) -> int:
+        """How many processes compute each product together (1 unless distributed)."""
+        return 1
+
+    def device_count(self) -> int:
+        """How many devices compute each product together, over all processes."""
+        return 1
+
+    @property
+    def is_main_process(self) -> bool:
+        """Whether this process is the one that writes files and shows progress (rank 0)."""
+        return True
+
+    def decide(self, flag: bool) -> bool:
+        """The main process's value of ``flag``, on every process.
+
+        Every process runs the same solver on the same (replicated) products, so their
+        decisions agree, except those read off a clock: a budget in seconds is decided on the
+        main process and shared, so that no process leaves a collective product early."""
+        return flag
+
     def _nondeterminism_causes(self) -> list[str]:
         """Likely causes of non-deterministic products, each with its fix, most specific first
         (backends add what they can see, e.g. dropout layers in train mode)."""

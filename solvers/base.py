@@ -65,7 +65,7 @@ class Run:
         passes = (self.samples + samples * vectors) / self.op.num_samples
         if b.max_passes is not None and passes > b.max_passes * (1 + 1e-12):
             raise BudgetExhausted(f"data-pass budget of {b.max_passes} reached")
-        if b.max_seconds is not None and self.seconds() > b.max_seconds:
+        if b.max_seconds is not None and self.op.decide(self.seconds() > b.max_seconds):
             raise BudgetExhausted(f"time budget of {b.max_seconds} s reached")
 
     def matvec(self, v: Any, indices: np.ndarray | None = None) -> Any:

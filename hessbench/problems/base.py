@@ -48,16 +48,20 @@ class Problem(abc.ABC):
         return None
 
     def operator(self, backend: str = "torch", *, dtype: str | None = None,
-                 device: str | None = None, progress: bool = True) -> HVPOperator:
+                 device: str | None = None, devices: str | int | None = None,
+                 progress: bool = True) -> HVPOperator:
         """The full-data Hessian operator of this problem on ``backend`` (see
         ``hessbench.backends.available()``: ``"torch"``, ``"jax"``, plugins), built by the
         backend's registered factory from :meth:`torch_parts`. The JAX operator uses the same
         trained weights (converted by :func:`hessbench.jax_models.from_torch`), data, loss and
         batch size, and the same flat vector layout. ``dtype`` defaults to the problem's; a
-        float64 JAX operator switches ``jax_enable_x64`` on (see :mod:`hessbench.backends.jax`)."""
+        float64 JAX operator switches ``jax_enable_x64`` on (see :mod:`hessbench.backends.jax`).
+        ``devices`` (``"all"`` or a count K) shards the data over that many devices of
+        ``device``'s kind (JAX; passed to the factory only when given)."""
         factory = backends.operator_factory(backend)
+        extra = {} if devices is None else {"devices": devices}
         op = factory(self.torch_parts(progress=progress), dtype=dtype or self.dtype,
-                     device=device)
+                     device=device, **extra)
         if not isinstance(op, HVPOperator):
             raise TypeError(f"backend {backend!r} built {type(op).__name__}, not an HVPOperator")
         return op
