@@ -14,6 +14,13 @@ naming the option. Each full product re-counts the samples and raises the same e
 yielded a different number. Mini-batch index j is the loader's j-th sample (``dataset[ids[j]]``
 for the sampler's index list ``ids``), collated by the loader's ``collate_fn``.
 
+Many processes. With ``process_group=`` each rank of a ``torch.distributed`` group passes its
+own shard of the data (tensors or a loader, uneven sizes allowed) and H is the Hessian of the
+mean loss over all ranks' samples: each rank accumulates sum_b (|b| / N) H_b v over its batches
+(N the global sample count) and the products are all-reduced (gloo on CPUs, NCCL on GPUs). The
+construction checks that the ranks agree (no empty shard, same parameters, dtype and values);
+the rules are in :mod:`hessbench.backends.torch_distributed`.
+
 Determinism probe. With ``check_deterministic=True`` (the default) the constructor multiplies
 one fixed random vector twice and raises
 :class:`~hessbench.backends.base.NonDeterministicHVPError` if the products differ beyond
@@ -52,11 +59,15 @@ from torch.func import functional_call, grad, jvp, vmap
 from hessbench.backends.base import HVPOperator
 from hessbench.backends.loaders import (LoaderSamples, UnsupportedLoaderError, batch_length,
                                         loader_samples)
+from hessbench.backends.torch_distributed import Shard, check_process_group, fingerprint, join
 from hessbench.errors import InputError
 
 Batch = tuple[Any, Any]
 
-__all__ = ["HessianOperator"]
+__all__ = ["HessianOperator", "SINGLE_PROCESS"]
+
+SINGLE_PROCESS: Any = type("SingleProcess", (), {"__repr__": lambda self: "SINGLE_PROCESS"})()
+"""Default of ``process_group``: this process alone holds all the data."""
 
 
 class HessianOperator(HVPOperator):
@@ -76,6 +87,11 @@ class HessianOperator(HVPOperator):
             ``Parameter`` objects of ``model``; the others are held fixed.
         eval_mode: run the model in eval mode (default True; see the module docstring).
         check_deterministic: run the determinism probe (two full products) at construction.
+        process_group: a ``torch.distributed`` process group (e.g.
+            ``torch.distributed.group.WORLD``) whose ranks each pass their own shard of the
+            data: H is then the Hessian of the mean loss over all ranks' samples, every product
+            is all-reduced, and the ranks' models must be equal (checked).
+            See :mod:`hessbench.backends.torch_distributed`.
     """
 
     def __init__(
@@ -90,7 +106,36 @@ class HessianOperator(HVPOperator):
         params: Sequence[str] | Sequence[torch.nn.Parameter] | None = None,
         eval_mode: bool = True,
         check_deterministic: bool = True,
+        process_group: Any = SINGLE_PROCESS,
     ) -> None:
+        self._shard: Shard | None = None
+        if process_group is SINGLE_PROCESS:
+            self._build(model, loss_fn, data, batch_size, device, dtype, params, eval_mode)
+            num_samples = self._local_samples
+        else:
+            group = check_process_group(process_group)
+            error = None
+            try:
+                self._build(model, loss_fn, data, batch_size, device, dtype, params, eval_mode)
+            except Exception as err:  # noqa: BLE001 - told to every rank by join, then raised
+                error = err
+            info = {} if error else {
+                "samples": self._local_samples, "parameters": self.theta.numel(),
+                "dtype": str(self.dtype), "names": self.param_names,
+                "fingerprint": fingerprint([self.theta, *self._fixed.values()])}
+            self._shard = join(group, info, error)
+            num_samples = self._shard.total
+        super().__init__(self.theta.numel(), num_samples)
+        if self._local_samples:
+            self._check_loss(next(self._batches(None)))
+        if check_deterministic:
+            self.probe_determinism()
+
+    def _build(self, model: torch.nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor],
+               data: Batch | Iterable[Batch], batch_size: int,
+               device: str | torch.device | None, dtype: torch.dtype | None, params: Any,
+               eval_mode: bool) -> None:
+        """This process's part: parameters, fixed state and data (``_local_samples``)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         first = next(iter(model.parameters()), None)
@@ -128,15 +173,11 @@ class HessianOperator(HVPOperator):
                     f"inputs and targets differ in length: {len(inputs)} vs {len(targets)}"
                 )
             self._tensors = self._to_device((inputs, targets))  # moved and cast once
-            num_samples = len(inputs)
+            self._local_samples = len(inputs)
         else:
             self._loader = data
             self._samples = loader_samples(data)
-            num_samples = self._samples.num_samples
-        super().__init__(self.theta.numel(), num_samples)
-        self._check_loss(next(self._batches(None)))
-        if check_deterministic:
-            self.probe_determinism()
+            self._local_samples = self._samples.num_samples
 
     # -- parameters -----------------------------------------------------------------------------
     @staticmethod
@@ -176,10 +217,11 @@ class HessianOperator(HVPOperator):
         return x
 
     def _batches(self, indices: np.ndarray | None) -> Iterator[tuple[Batch, int]]:
-        """Yield ((inputs, targets), batch size) on the operator's device and dtype."""
+        """Yield ((inputs, targets), batch size) on the operator's device and dtype: this
+        process's samples, or those of its local ``indices``."""
         if self._tensors is not None:
             inputs, targets = self._tensors
-            idx = np.arange(self.num_samples) if indices is None else indices
+            idx = np.arange(self._local_samples) if indices is None else indices
             for start in range(0, len(idx), self.batch_size):
                 sel = torch.as_tensor(idx[start:start + self.batch_size], device=self.device)
                 yield (inputs[sel], targets[sel]), len(sel)
@@ -189,10 +231,10 @@ class HessianOperator(HVPOperator):
                 size = batch_length(targets)
                 count += size
                 yield self._to_device((inputs, targets)), size
-            if count != self.num_samples:
+            if count != self._local_samples:
                 raise UnsupportedLoaderError(
                     f"{self._samples.description} yielded {count} samples in this pass but "
-                    f"{self.num_samples} when the operator was built: its passes do not yield "
+                    f"{self._local_samples} when the operator was built: its passes do not yield "
                     "one fixed set of samples, so products would mix different Hessians; use a "
                     "fixed sampler with drop_last=False, or pass the samples as tensors")
         else:
@@ -240,11 +282,17 @@ class HessianOperator(HVPOperator):
 
     def _accumulate(self, product: Callable[[Any, Any], torch.Tensor],
                     indices: np.ndarray | None, shape: tuple[int, ...]) -> torch.Tensor:
+        """sum over this process's batches b of (|b| / total) product(b), summed over the
+        process group's ranks; total is N, or |S| for global sample indices S."""
         total = len(indices) if indices is not None else self.num_samples
+        local = indices if indices is None or self._shard is None else self._shard.local(indices)
         out = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        with self._mode():
-            for (inputs, targets), size in self._batches(indices):
-                out += (size / total) * product(inputs, targets)
+        if local is None or len(local):
+            with self._mode():
+                for (inputs, targets), size in self._batches(local):
+                    out += (size / total) * product(inputs, targets)
+        if self._shard is not None:
+            self._shard.all_reduce(out)
         return out
 
     def _matvec(self, v: torch.Tensor, indices: np.ndarray | None) -> torch.Tensor:
@@ -290,9 +338,32 @@ class HessianOperator(HVPOperator):
 
     def describe_device(self) -> str:
         if self.device.type == "cuda":
-            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
-        return (f"{self.device.type} ({platform.processor() or platform.machine()}, "
-                f"{torch.get_num_threads()} threads)")
+            where = f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        else:
+            where = (f"{self.device.type} ({platform.processor() or platform.machine()}, "
+                     f"{torch.get_num_threads()} threads)")
+        if self._shard is None:
+            return where
+        return f"{where} x {self._shard.world_size} processes ({self._shard.backend})"
+
+    # -- scale-out -------------------------------------------------------------------------
+    def process_count(self) -> int:
+        return 1 if self._shard is None else self._shard.world_size
+
+    def device_count(self) -> int:
+        return self.process_count()  # one device per process
+
+    @property
+    def is_main_process(self) -> bool:
+        return self._shard is None or self._shard.rank == 0
+
+    def decide(self, flag: bool) -> bool:
+        return flag if self._shard is None else self._shard.decide(flag)
+
+    @property
+    def shard(self) -> Shard | None:
+        """This rank's place among the process group's samples (None: single process)."""
+        return self._shard
 
 
 def _check_normalisation(model: torch.nn.Module, eval_mode: bool) -> None:
