@@ -26,6 +26,9 @@ from hessbench.validate import check_grid, check_output_dir, check_output_file
 
 DEMO_PROBLEMS = ("quadratic", "digits-mlp", "digits-cnn")
 DEMO_SOLVERS = ("lanczos", "power", "arpack")
+DEVICES_HELP = ("JAX backend: shard each product over all (or K) devices of --device's kind; "
+                "the torch backend scales over processes: torchrun --nproc-per-node K -m "
+                "hessbench ...")
 
 
 def _seed(text: str) -> int:
@@ -35,6 +38,20 @@ def _seed(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer (0, 1, 2, ...), got "
                                          f"{text!r}") from None
+
+
+def _devices(text: str) -> str | int:
+    """argparse type of ``--devices``: ``all`` or a positive count."""
+    if text == "all":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be 'all' or a positive number of devices, got "
+                                         f"{text!r}")
+    return count
 
 
 def _options(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
@@ -121,13 +138,18 @@ def cmd_reference(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from hessbench.runner import run_one
 
+    from hessbench.distributed import is_main, start
+
     output = check_output_file(args.output)  # before the run: a bad path must not lose it
+    group, device = start(args.backend, args.device)  # under torchrun: the process group
     record = run_one(args.problem, args.solver, backend=args.backend, seed=args.seed,
                      which=args.which, tol=args.tol, budget=_budget(args), dtype=args.dtype,
-                     device=args.device,
+                     device=device, devices=args.devices,
                      problem_options=_options(args.problem_option, "--problem-option"),
                      solver_options=_options(args.solver_option, "--solver-option"),
-                     progress=not args.quiet, command=args.command_line)
+                     progress=not args.quiet, command=args.command_line, process_group=group)
+    if not is_main(group):  # rank 0 writes the one record
+        return 0 if record.status != "failed" else 1
     path = record.write(output)
     print(_table([record]))
     print(f"wrote {path}")
@@ -179,14 +201,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from hessbench.compare import run_grid, write_summary
+    from hessbench.distributed import is_main, start
     from hessbench.seeds import parse_seeds
 
-    runs = run_grid(args.problems, args.solvers, parse_seeds(args.seeds), args.output,
+    seeds = parse_seeds(args.seeds)
+    group, device = start(args.backend, args.device)  # under torchrun: the process group
+    runs = run_grid(args.problems, args.solvers, seeds, args.output,
                     progress=not args.quiet, command=args.command_line, force=args.force,
                     backend=args.backend, tol=args.tol, budget=_budget(args), dtype=args.dtype,
-                    device=args.device)
-    print(write_summary(runs, args.output))
+                    device=device, devices=args.devices, process_group=group)
     failed = [r for r in runs if r.raised]
+    if not is_main(group):  # rank 0 writes the summary
+        return 1 if failed else 0
+    print(write_summary(runs, args.output))
     for r in failed:
         print(f"error: {r.problem} {r.solver} seed {r.seed}: {r.message}", file=sys.stderr)
     print(f"{len(runs)} runs: {runs.reused} reused, {runs.ran} run; run records, summary.md, "
@@ -238,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-hvps", type=int)
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: where the model is)")
+    p.add_argument("--devices", type=_devices, help=DEVICES_HELP)
     p.add_argument("--problem-option", action="append", metavar="KEY=VALUE")
     p.add_argument("--solver-option", action="append", metavar="KEY=VALUE")
     p.add_argument("-o", "--output", required=True, help="JSON file to write")
@@ -255,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-hvps", type=int)
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--device")
+    p.add_argument("--devices", type=_devices, help=DEVICES_HELP)
     p.add_argument("-o", "--output", required=True, help="folder for run records and summary")
     p.add_argument("--force", action="store_true",
                    help="rerun every run (default: reuse the runs already recorded in the "

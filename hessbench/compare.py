@@ -30,6 +30,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from hessbench.distributed import agree, is_main, planned_devices, share
 from hessbench.errors import InputError
 from hessbench.files import atomic_write
 from hessbench.long_table import long_table, write_csv
@@ -78,12 +79,15 @@ class RunIdentity:
     dtype: str | None
     device: str
     hessbench: str | None
+    processes: int = 1
+    devices: int = 1
 
     @classmethod
     def of_record(cls, record: RunRecord) -> RunIdentity:
         return cls(record.problem_key, record.solver, _as_json(record.solver_options),
                    record.backend, record.seed, record.which, _as_json(record.budget),
-                   record.dtype, record.requested_device, record.versions.get("hessbench"))
+                   record.dtype, record.requested_device, record.versions.get("hessbench"),
+                   record.processes, record.devices)
 
 
 def _as_json(value: Any) -> Any:
@@ -107,6 +111,8 @@ class _Planner:
     def __init__(self, run_options: dict[str, Any]):
         self.opts = {**_RUN_DEFAULTS, **run_options}
         self.version = versions().get("hessbench")
+        self.parallel = planned_devices(self.opts["backend"], self.opts["device"],
+                                        self.opts["devices"], self.opts["process_group"])
         self._problems: dict[str, tuple[str, str]] = {}
         self._solvers: dict[str, Any] = {}
 
@@ -130,7 +136,8 @@ class _Planner:
         key, dtype = self._problem(problem)
         return RunIdentity(key, solver, self._solver_options(solver), self.opts["backend"],
                            seed, self.opts["which"], _as_json(dict(self.opts["budget"] or {})),
-                           dtype, device_request(self.opts["device"]), self.version)
+                           dtype, device_request(self.opts["device"]), self.version,
+                           *self.parallel)
 
 
 def _reusable(path: Path, wanted: RunIdentity) -> RunRecord | None:
@@ -171,8 +178,18 @@ def run_grid(problems: Iterable[str], solvers: Iterable[str], seeds: Iterable[in
     (unknown names, bad options, no or repeated problems, solvers or seeds, an output folder
     that is a file or a link or cannot be written) and for a symbolic link or non-regular file
     where a record or summary goes. On an interrupt, writes a partial summary and raises
-    :class:`CompareInterrupted`."""
-    problems, solvers, seeds = check_grid(problems, solvers, seeds, output, **run_options)
+    :class:`CompareInterrupted`.
+
+    With ``run_options["process_group"]`` (torchrun), every rank runs every run together
+    (:func:`hessbench.runner.run_one`); rank 0 decides which runs are reused and alone writes
+    records and summaries; a run that raised on some ranks only stops the grid (the group's
+    collectives would no longer match)."""
+    group = run_options.get("process_group")
+    checked = {k: v for k, v in run_options.items() if k != "process_group"}
+    problems, solvers, seeds = check_grid(problems, solvers, seeds, output,
+                                          distributed=group is not None, **checked)
+    main = is_main(group)
+    progress = progress and main
     out = Path(output)
     planner = _Planner(run_options)
     grid = [(p, s, k) for p in problems for s in solvers for k in seeds]
@@ -181,12 +198,12 @@ def run_grid(problems: Iterable[str], solvers: Iterable[str], seeds: Iterable[in
     for name in SUMMARY_FILES:
         check_output_file(out / name)
 
-    done: dict[int, RunRecord] = {}
-    if not force:
-        for i, (path, wanted) in enumerate(zip(paths, identities)):
-            record = _reusable(path, wanted)
-            if record is not None:
-                done[i] = record
+    def reusable() -> dict[int, RunRecord]:
+        found = ((i, _reusable(path, wanted)) for i, (path, wanted)
+                 in enumerate(zip(paths, identities)))
+        return {} if force else {i: record for i, record in found if record is not None}
+
+    done = share(group, reusable)  # rank 0 reads the folder
     reused = len(done)
     todo = [i for i in range(len(grid)) if i not in done]
     try:
@@ -198,12 +215,16 @@ def run_grid(problems: Iterable[str], solvers: Iterable[str], seeds: Iterable[in
                                      command=command, **run_options)
                 except Exception as err:  # noqa: BLE001 - one failing run must not lose the grid
                     record = _error_record(problem, solver, seed, command, run_options, err)
-                record.write(paths[i])
+                agree(group, record.raised, f"whether {problem} {solver} seed {seed} raised "
+                      f"(this rank: {record.message or 'no error'})")
+                if main:
+                    record.write(paths[i])
                 done[i] = record
                 bar.update()
     except KeyboardInterrupt:
         finished = [done[i] for i in sorted(done)]
-        write_summary(finished, out, planned=len(grid))
+        if main:
+            write_summary(finished, out, planned=len(grid))
         raise CompareInterrupted(
             f"interrupted: {len(finished)} of {len(grid)} runs finished, their records and a "
             f"partial summary are in {out}/; run the same command again to resume",

@@ -108,7 +108,9 @@ class RunRecord:
     ``device`` describes where the products ran (e.g. ``"cpu (x86_64, 1 threads)"``);
     ``requested_device`` is the device the run asked for, as given (``"cuda:1"``;
     :data:`DEFAULT_DEVICE` when none), which ``compare`` matches to reuse a run; it is ``""``
-    in records written before it was recorded (such runs are rerun, not guessed)."""
+    in records written before it was recorded (such runs are rerun, not guessed).
+    ``processes`` and ``devices`` say how many processes (torchrun ranks) and devices (over all
+    processes) computed each product together (1 and 1 on one device)."""
 
     problem: str
     solver: str
@@ -125,6 +127,8 @@ class RunRecord:
     device: str | None = None
     requested_device: str = ""
     threads: int | None = None
+    processes: int = 1
+    devices: int = 1
     parameters: int | None = None
     num_samples: int | None = None
     host: str | None = None

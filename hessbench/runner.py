@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from hessbench.distributed import is_main, share
 from hessbench.metrics import answer_errors, cost_to_eps
 from hessbench.records import Reference, RunRecord, device_request
 from hessbench.reference import compute_reference
@@ -37,21 +38,31 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
             dtype: str | None = None, device: str | None = None,
             problem_options: dict[str, Any] | None = None,
             solver_options: dict[str, Any] | None = None, progress: bool = True,
-            command: Sequence[str] = ()) -> RunRecord:
+            command: Sequence[str] = (), devices: str | int | None = None,
+            process_group: Any = None) -> RunRecord:
     """Solve ``problem`` with ``solver`` from ``seed``; the record holds the effective solver
     options (defaults included), the answer, its errors against the certified reference and
     the cost to reach each eps. ``command`` is the command line that asked for the run.
 
     Every argument is checked first (:func:`hessbench.validate.check_run`: names, options,
     backend, device, dtype, seed, budget), before any training, reference or solve; a bad one
-    raises a :class:`hessbench.errors.InputError` saying how to fix it."""
+    raises a :class:`hessbench.errors.InputError` saying how to fix it.
+
+    ``devices`` (``"all"`` or K) shards each product over that many devices (JAX backend).
+    ``process_group`` (a ``torch.distributed`` group; every rank calls ``run_one`` with the
+    same arguments): rank 0 computes the reference and shares it, each rank takes its shard of
+    the samples, every rank returns the same record and only rank 0 shows progress
+    (:mod:`hessbench.distributed`)."""
     prob, slv = check_run(problem, solver, backend=backend, seed=seed, which=which, tol=tol,
-                          budget=budget, dtype=dtype, device=device,
+                          budget=budget, dtype=dtype, device=device, devices=devices,
+                          distributed=process_group is not None,
                           problem_options=problem_options, solver_options=solver_options)
-    computed = compute_reference(prob, progress=progress)
+    progress = progress and is_main(process_group)
+    computed = share(process_group, lambda: compute_reference(prob, progress=progress))
     reference = Reference(float(computed["lambda_max"]), float(computed["lambda_min"]),
                           str(computed["method"]))
-    op = prob.operator(backend, dtype=dtype, device=device, progress=progress)
+    op = prob.operator(backend, dtype=dtype, device=device, devices=devices,
+                       process_group=process_group, progress=progress)
     result = slv.solve(op, which=which, seed=seed, budget=budget, progress=progress)
     answer = result.summary()
     return RunRecord(
@@ -61,7 +72,8 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
         problem_key=prob.key, synthetic=prob.synthetic,
         dtype=str(op.dtype).replace("torch.", ""), device=op.describe_device(),
         requested_device=device_request(device),
-        threads=torch_threads(), parameters=op.size, num_samples=op.num_samples,
+        threads=torch_threads(), processes=op.process_count(), devices=op.device_count(),
+        parameters=op.size, num_samples=op.num_samples,
         host=socket.gethostname(), platform=platform.platform(), versions=versions(),
         command=list(command),
         **{k: answer[k] for k in ("lambda_max", "lambda_min", "converged", "status",

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from hessbench.solvers import Budget, Solver
 
 __all__ = ["DeviceError", "OutputPathError", "check_backend", "check_budget", "check_device",
-           "check_dtype", "check_grid", "check_output_dir", "check_output_file", "check_run",
-           "check_which"]
+           "check_devices", "check_dtype", "check_grid", "check_output_dir", "check_output_file",
+           "check_run", "check_which"]
 
 DTYPES = ("float32", "float64")
 WHICH = ("both", "max", "min")
@@ -100,6 +100,36 @@ def check_device(device: str | None, backend: str = "torch") -> None:
             resolve_device(device)
         except (ValueError, TypeError) as err:
             raise DeviceError(f"{err}; use one of those or leave --device out") from None
+
+
+def check_devices(devices: str | int | None, backend: str = "torch",
+                  device: str | None = None, distributed: bool = False) -> None:
+    """``devices`` (how many devices share each product) is None, ``"all"`` or a positive
+    count that the JAX backend has on ``device``'s platform; the torch backend scales over
+    processes instead (torchrun), and a process group runs only the torch backend."""
+    if distributed and backend != "torch":
+        raise InputError(f"a process group (torchrun) runs the torch backend; the {backend!r} "
+                         "backend scales over devices: run one process with --devices")
+    if devices is None:
+        return
+    if devices != "all" and (isinstance(devices, bool) or not isinstance(devices, int)
+                             or devices < 1):
+        raise InputError(f"devices must be 'all' or a positive number of devices, got "
+                         f"{devices!r}")
+    if backend != "jax":
+        raise InputError(f"--devices shards products over the devices of one process, which "
+                         f"the JAX backend does; the {backend!r} backend scales over processes:"
+                         " launch it with torchrun --nproc-per-node K (one device each)")
+    import jax
+
+    from hessbench.backends.jax import resolve_device
+
+    platform = resolve_device(device).platform
+    have = len(jax.devices(platform))
+    if devices != "all" and devices > have:
+        raise DeviceError(f"devices={devices}, but JAX has {have} {platform} device(s) here; "
+                          f"use --devices {have} or all (on a CPU, "
+                          "XLA_FLAGS=--xla_force_host_platform_device_count=K makes K)")
 
 
 def check_dtype(dtype: str | None) -> None:
@@ -177,7 +207,8 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
 def check_run(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
               which: str = "both", tol: float = 1e-3,
               budget: Budget | Mapping[str, Any] | None = None, dtype: str | None = None,
-              device: str | None = None, problem_options: Mapping[str, Any] | None = None,
+              device: str | None = None, devices: str | int | None = None,
+              distributed: bool = False, problem_options: Mapping[str, Any] | None = None,
               solver_options: Mapping[str, Any] | None = None) -> tuple[Problem, Solver]:
     """Check every argument of :func:`hessbench.runner.run_one` (same names) without training,
     computing a reference or solving; returns the configured problem and solver."""
@@ -190,6 +221,7 @@ def check_run(problem: str, solver: str, *, backend: str = "torch", seed: int = 
     slv = solvers.get(solver, tol=tol, **(solver_options or {}))
     check_backend(backend)
     check_device(device, backend)
+    check_devices(devices, backend, device, distributed)
     check_dtype(dtype)
     check_which(which)
     check_seed(seed)

@@ -49,7 +49,7 @@ class Problem(abc.ABC):
 
     def operator(self, backend: str = "torch", *, dtype: str | None = None,
                  device: str | None = None, devices: str | int | None = None,
-                 progress: bool = True) -> HVPOperator:
+                 process_group: Any = None, progress: bool = True) -> HVPOperator:
         """The full-data Hessian operator of this problem on ``backend`` (see
         ``hessbench.backends.available()``: ``"torch"``, ``"jax"``, plugins), built by the
         backend's registered factory from :meth:`torch_parts`. The JAX operator uses the same
@@ -57,9 +57,12 @@ class Problem(abc.ABC):
         batch size, and the same flat vector layout. ``dtype`` defaults to the problem's; a
         float64 JAX operator switches ``jax_enable_x64`` on (see :mod:`hessbench.backends.jax`).
         ``devices`` (``"all"`` or a count K) shards the data over that many devices of
-        ``device``'s kind (JAX; passed to the factory only when given)."""
+        ``device``'s kind (JAX); ``process_group`` (a ``torch.distributed`` group) gives each
+        rank its contiguous shard of the samples (torch). Each is passed to the factory only
+        when given."""
         factory = backends.operator_factory(backend)
-        extra = {} if devices is None else {"devices": devices}
+        extra = {k: v for k, v in (("devices", devices), ("process_group", process_group))
+                 if v is not None}
         op = factory(self.torch_parts(progress=progress), dtype=dtype or self.dtype,
                      device=device, **extra)
         if not isinstance(op, HVPOperator):
@@ -68,13 +71,31 @@ class Problem(abc.ABC):
 
 
 def torch_operator(parts: TorchProblemParts, *, dtype: str = "float64",
-                   device: str | None = None, check_deterministic: bool = True
-                   ) -> HVPOperator:
+                   device: str | None = None, check_deterministic: bool = True,
+                   process_group: Any = None) -> HVPOperator:
     """The PyTorch ``HessianOperator`` of a problem's parts (the ``"torch"`` backend);
-    ``check_deterministic`` as the operator's (its two-product probe)."""
+    ``check_deterministic`` as the operator's (its two-product probe).
+
+    With a ``process_group``, every rank takes rank 0's weights
+    (:func:`~hessbench.backends.torch_distributed.broadcast_module`) and its contiguous shard
+    of the samples (:func:`hessbench.distributed.shard_rows`), so the operator over the group
+    is the problem's full-data Hessian, and global sample j is the problem's sample j."""
     from hessbench.backends.torch import HessianOperator
 
-    return HessianOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
+    data = (parts.inputs, parts.targets)
+    extra: dict[str, Any] = {}
+    if process_group is not None:
+        import torch.distributed as dist
+
+        from hessbench.backends.torch_distributed import broadcast_module, check_process_group
+        from hessbench.distributed import shard_rows
+
+        check_process_group(process_group)
+        broadcast_module(parts.model, process_group)
+        rows = shard_rows(len(parts.inputs), dist.get_rank(process_group),
+                          dist.get_world_size(process_group))
+        data, extra = (parts.inputs[rows], parts.targets[rows]), {"process_group": process_group}
+    return HessianOperator(parts.model, parts.loss_fn, data,
                            batch_size=parts.batch_size, device=device,
                            dtype=getattr(torch, dtype),
-                           check_deterministic=check_deterministic)
+                           check_deterministic=check_deterministic, **extra)
