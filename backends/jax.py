@@ -150,11 +150,22 @@ class HessianOperator(HVPOperator):
         device: ``None`` (``jax.devices()[0]``), a ``jax.Device`` or ``"cpu"``/``"gpu"``/
             ``"cuda"``/``"tpu"`` (``"cuda:1"`` for the second GPU).
         check_deterministic: run the determinism probe (two full products) at construction.
+        devices: ``None`` (one device), ``"all"``, a count K or a list of ``jax.Device``: shard
+            the samples over these devices and sum each product across them
+            (:class:`hessbench.backends.jax_sharded.ShardedHessianOperator`, which this
+            constructor then returns).
     """
+
+    def __new__(cls, *args: Any, devices: Any = None, **kwargs: Any) -> HessianOperator:
+        if devices is not None and cls is HessianOperator:
+            from hessbench.backends.jax_sharded import ShardedHessianOperator
+
+            cls = ShardedHessianOperator
+        return super().__new__(cls)
 
     def __init__(self, loss_fn: Callable[[Any, Batch], Any], params: Any, data: Batch, *,
                  batch_size: int = 256, dtype: Any = None, device: Any = None,
-                 check_deterministic: bool = True) -> None:
+                 check_deterministic: bool = True, devices: Any = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if not callable(loss_fn):
@@ -179,7 +190,7 @@ class HessianOperator(HVPOperator):
         if not (isinstance(data, (tuple, list)) and len(data) == 2):
             raise TypeError("data must be a pair (inputs, targets) of arrays (or of pytrees "
                             "of arrays sharing the leading sample axis)")
-        inputs, targets = (jax.tree.map(self._put, part) for part in data)
+        inputs, targets = (jax.tree.map(self._cast, part) for part in data)
         lengths = {leaf.shape[0] if leaf.ndim else None
                    for leaf in jax.tree.leaves((inputs, targets))}
         if None in lengths or not lengths:
@@ -189,34 +200,37 @@ class HessianOperator(HVPOperator):
             n_t = {x.shape[0] for x in jax.tree.leaves(targets)}
             raise ValueError(f"inputs and targets differ in length: {sorted(n_in)} vs "
                              f"{sorted(n_t)}")
-        self._data = (inputs, targets)
         super().__init__(self.theta.size, lengths.pop())
+        self._data = self._place_data((inputs, targets))
 
         self.trace_count = 0
         self._chunk = min(batch_size, self.num_samples)
-        self._full_chunks = [(self._indices(np.arange(s, min(s + self._chunk,
-                                                            self.num_samples))),
-                              min(self._chunk, self.num_samples - s) / self.num_samples)
-                             for s in range(0, self.num_samples, self._chunk)]
+        self._full_chunks = self._chunks(np.arange(self.num_samples))
         self._last: Any = None
         self._step = jax.jit(self._step_fn)
         self._block_step = jax.jit(self._block_step_fn)
-        self._check_loss()
+        self._check_loss(self._chunk)
         if check_deterministic:
             self.probe_determinism()
 
     # -- conversions ----------------------------------------------------------------------------
-    def _put(self, a: Any) -> jax.Array:
-        """A leaf on the device: floating -> the operator's dtype, integer/bool kept."""
+    def _cast(self, a: Any) -> Any:
+        """A leaf as a NumPy or JAX array: floating -> the operator's dtype, integer/bool kept."""
         a = _host(a)
         dt = _dtype_of(a)
         if jnp.issubdtype(dt, jnp.floating):
             dt = self.dtype
         else:
             dt = jax.dtypes.canonicalize_dtype(dt)
-        if isinstance(a, jax.Array):
-            return jax.device_put(a.astype(dt), self.device)
-        return jax.device_put(np.asarray(a, dtype=dt), self.device)
+        return a.astype(dt) if isinstance(a, jax.Array) else np.asarray(a, dtype=dt)
+
+    def _put(self, a: Any) -> jax.Array:
+        """A leaf on the device, cast as by :meth:`_cast`."""
+        return jax.device_put(self._cast(a), self.device)
+
+    def _place_data(self, data: Batch) -> Batch:
+        """The cast samples on the device (the sharded operator spreads them over its mesh)."""
+        return jax.tree.map(lambda a: jax.device_put(a, self.device), data)
 
     def _indices(self, idx: np.ndarray) -> jax.Array:
         return jax.device_put(np.asarray(idx, dtype=np.int32), self.device)
@@ -293,14 +307,15 @@ class HessianOperator(HVPOperator):
     def _matmat(self, V: Any, indices: np.ndarray | None) -> jax.Array:
         return self._accumulate(self._block_step, self._vector(V), indices)
 
-    def _check_loss(self) -> None:
-        idx, _ = self._full_chunks[0]
-        batch = jax.tree.map(lambda a: a[: idx.shape[0]], self._data)
+    def _check_loss(self, rows: int) -> None:
+        """``loss_fn`` traces on a batch of ``rows`` samples and returns a floating scalar."""
+        batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct((rows, *a.shape[1:]), a.dtype),
+                             self._data)
         try:
-            loss = jax.eval_shape(lambda p: self.loss_fn(p, batch), self.params)
+            loss = jax.eval_shape(self.loss_fn, self.params, batch)
         except Exception as err:
             raise ValueError(f"loss_fn(params, (inputs, targets)) failed on a batch of "
-                             f"{idx.shape[0]} samples: {type(err).__name__}: {err}") from err
+                             f"{rows} samples: {type(err).__name__}: {err}") from err
         shape = getattr(loss, "shape", None)
         if shape != () or not jnp.issubdtype(loss.dtype, jnp.floating):
             got = (f"shape {shape}, dtype {loss.dtype}" if shape is not None

@@ -234,9 +234,10 @@ def loss_from_torch(loss_fn: Callable) -> Callable[[Any, Any], Any]:
 
 
 def operator_from_parts(parts: Any, *, dtype: Any = None, device: Any = None,
-                        batch_size: int | None = None):
+                        batch_size: int | None = None, devices: Any = None):
     """The JAX ``HessianOperator`` of a problem's ``TorchProblemParts`` (same weights, data,
-    loss and batch size as the torch operator, hence the same flat vectors)."""
+    loss and batch size as the torch operator, hence the same flat vectors); ``devices``
+    (``"all"``, K or a list) shards the samples over that many devices."""
     from hessbench.backends.jax import HessianOperator
 
     apply_fn, params = from_torch(parts.model)
@@ -248,4 +249,4 @@ def operator_from_parts(parts: Any, *, dtype: Any = None, device: Any = None,
 
     return HessianOperator(loss_fn, params, (_numpy(parts.inputs), _numpy(parts.targets)),
                            batch_size=batch_size or parts.batch_size, dtype=dtype,
-                           device=device)
+                           device=device, devices=devices)

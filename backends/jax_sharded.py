@@ -1,0 +1,214 @@
+"""JAX HVP operator over many devices: the samples sharded along a 1-D mesh, products summed.
+
+``HessianOperator(loss_fn, params, data, devices="all" | K | [devices])`` returns a
+:class:`ShardedHessianOperator`: the same Hessian of the mean loss over all N samples
+(:mod:`hessbench.backends.base`), computed as
+
+    H v = sum_d sum_{i on device d} w_i H_i v,     w_i = 1/N (full data) or 1/|S| (mini-batch),
+
+each device's part by ``jax.shard_map`` over a ``jax.sharding.Mesh`` with one axis
+(:data:`AXIS`) and the parts summed by ``jax.lax.psum``; vectors are replicated.
+
+Layout. Device d of D holds the contiguous rows [d L, (d+1) L) with L = ceil(N / D), so global
+sample i sits on device i // L at local row i % L; the last rows of the layout (D L - N of
+them) are padding. Padding rows are copies of sample 0 with weight 0, so N need not divide by
+D and no sample is ever counted twice. A user's ``loss_fn`` only promises a batch mean, so
+weighted per-sample losses are computed as ``loss_fn`` on batches of one, vectorised with
+``jax.vmap``: sum_i w_i loss_fn(params, (x_i[None], y_i[None])).
+
+Chunks and compilation. Each device works through its rows in chunks of B' = ceil(L / C)
+samples, C = ceil(L / batch_size), one jitted call per chunk with arrays of shape (D, B') of
+local row indices and weights. A mini-batch S is split by owner and each device's list is
+padded (weight 0) to a multiple of B'. So every product, full or mini-batch, uses the one
+compiled shape B' (per block width k of ``matmat``); ``op.trace_count`` counts the traces.
+
+Many hosts. On a multi-host platform call ``jax.distributed.initialize()`` in every process
+first, pass every process the same full ``data`` and ``params`` and ``devices="all"`` (the
+global device list): each process places only its own devices' rows
+(``jax.make_array_from_callback``), products come back on the process's first device, every
+process runs the same solver, and :meth:`decide` takes process 0's decision.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from hessbench.backends.jax import Batch, HessianOperator, resolve_device
+
+__all__ = ["AXIS", "ShardedHessianOperator", "resolve_devices"]
+
+#: the name of the mesh's one axis, along which the samples are sharded
+AXIS = "samples"
+
+
+def resolve_devices(devices: Any, device: Any = None) -> list[jax.Device]:
+    """``"all"`` -> every device of ``device``'s platform (default: JAX's default platform);
+    a count K -> the first K of them; a list of distinct ``jax.Device`` of one platform as
+    given. Raises ``ValueError`` naming what is available."""
+    platform = resolve_device(device).platform
+    have = jax.devices(platform)
+    if isinstance(devices, str):
+        if devices != "all":
+            raise ValueError(f"devices must be 'all', a count or a list of jax.Device, got "
+                             f"{devices!r}")
+        return list(have)
+    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(have):
+            raise ValueError(f"devices={devices}, but JAX has {len(have)} {platform} device(s) "
+                             "(on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=K "
+                             "set before importing JAX makes K)")
+        return list(have[:devices])
+    chosen = list(devices)
+    if not chosen or not all(isinstance(d, jax.Device) for d in chosen):
+        raise ValueError("devices must be 'all', a count or a non-empty list of jax.Device")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"devices lists a device twice: {chosen}")
+    if len({d.platform for d in chosen}) != 1:
+        raise ValueError(f"devices mixes platforms: {chosen}")
+    return chosen
+
+
+class ShardedHessianOperator(HessianOperator):
+    """:class:`~hessbench.backends.jax.HessianOperator` with the samples sharded over
+    ``devices`` (see the module docstring); the other arguments are the same. ``device``
+    names the platform when ``devices`` is ``"all"`` or a count. Products are returned on
+    ``op.device``, this process's first device of the mesh."""
+
+    def __init__(self, loss_fn: Any, params: Any, data: Batch, *, batch_size: int = 256,
+                 dtype: Any = None, device: Any = None, check_deterministic: bool = True,
+                 devices: Any = "all") -> None:
+        self.devices = resolve_devices(devices, device)
+        self.mesh = Mesh(np.array(self.devices), (AXIS,))
+        self._replicated = NamedSharding(self.mesh, PartitionSpec())
+        self._sharded = NamedSharding(self.mesh, PartitionSpec(AXIS))
+        local = [d for d in self.devices if d.process_index == jax.process_index()]
+        if not local:
+            raise ValueError("none of devices belongs to this process")
+        super().__init__(loss_fn, params, data, batch_size=batch_size, dtype=dtype,
+                         device=local[0], check_deterministic=False)
+        self._theta_mesh = jax.device_put(self.theta, self._replicated)
+        if check_deterministic:
+            self.probe_determinism()
+
+    # -- layout --------------------------------------------------------------------------------
+    @property
+    def rows_per_device(self) -> int:
+        """L = ceil(N / D): rows each device holds, padding included."""
+        return math.ceil(self.num_samples / len(self.devices))
+
+    @property
+    def chunk_width(self) -> int:
+        """B': samples per device per compiled call."""
+        rows = self.rows_per_device
+        return math.ceil(rows / math.ceil(rows / self.batch_size))
+
+    def _place_data(self, data: Batch) -> Batch:
+        rows = math.ceil(len(jax.tree.leaves(data)[0]) / len(self.devices)) * len(self.devices)
+
+        def place(a: Any) -> jax.Array:
+            host = np.asarray(a)
+            layout = np.arange(rows)
+            padded = host[np.where(layout < len(host), layout, 0)]  # padding: sample 0's copies
+            return jax.make_array_from_callback(padded.shape, self._sharded,
+                                                lambda index: padded[index])
+        return jax.tree.map(place, data)
+
+    def _chunks(self, indices: np.ndarray | None) -> list[tuple[jax.Array, jax.Array]]:
+        """(local rows, weights) arrays of shape (D, B') sharded over the mesh, one pair per
+        compiled call, for the full data (``indices=None``) or the samples ``indices``."""
+        if indices is None:
+            return self._full_chunks
+        D, L, width = len(self.devices), self.rows_per_device, self.chunk_width
+        owner, row = np.divmod(np.asarray(indices, dtype=np.int64), L)
+        per_device = [row[owner == d] for d in range(D)]
+        calls = max(1, math.ceil(max(len(r) for r in per_device) / width))
+        rows = np.zeros((D, calls * width), dtype=np.int32)
+        weights = np.zeros((D, calls * width), dtype=self.dtype)
+        for d, r in enumerate(per_device):
+            rows[d, :len(r)] = r
+            weights[d, :len(r)] = 1.0 / len(indices)
+        put = self._put_sharded
+        return [(put(rows[:, c * width:(c + 1) * width]),
+                 put(weights[:, c * width:(c + 1) * width])) for c in range(calls)]
+
+    def _check_loss(self, rows: int) -> None:
+        super()._check_loss(1)  # the sharded products evaluate loss_fn on batches of one
+
+    def _put_sharded(self, a: np.ndarray) -> jax.Array:
+        return jax.make_array_from_callback(a.shape, self._sharded, lambda index: a[index])
+
+    # -- the HVP -------------------------------------------------------------------------------
+    def _local_hvp(self, theta: jax.Array, v: jax.Array, data: Batch, rows: jax.Array,
+                   weights: jax.Array) -> jax.Array:
+        """sum_j weights[j] H_{rows[j]} v over this device's rows (shapes (1, B'))."""
+        batch = jax.tree.map(lambda a: a[rows[0]], data)
+
+        def loss(t: jax.Array) -> jax.Array:
+            p = self._unravel(t)
+            per_sample = jax.vmap(
+                lambda one: self.loss_fn(p, jax.tree.map(lambda a: a[None], one)))(batch)
+            return jnp.sum(weights[0] * per_sample)
+        return jax.jvp(jax.grad(loss), (theta,), (v,))[1]
+
+    def _summed(self, local: Any, acc, theta, x, data, rows, weights):
+        # check_vma=False: with JAX's varying-axes tracking, the gradient w.r.t. the replicated
+        # theta would come back already summed over the mesh, and the psum would double it
+        spec, rep = PartitionSpec(AXIS), PartitionSpec()
+        part = jax.shard_map(lambda t, u, d, r, w: jax.lax.psum(local(t, u, d, r, w), AXIS),
+                             mesh=self.mesh, in_specs=(rep, rep, spec, spec, spec),
+                             out_specs=rep, check_vma=False)
+        return acc + part(theta, x, data, rows, weights)
+
+    def _step_fn(self, acc, theta, v, data, rows, weights):
+        self.trace_count += 1  # runs once per trace, not per call
+        return self._summed(self._local_hvp, acc, theta, v, data, rows, weights)
+
+    def _block_step_fn(self, acc, theta, V, data, rows, weights):
+        self.trace_count += 1
+
+        def block(t, U, d, r, w):
+            return jax.vmap(lambda u: self._local_hvp(t, u, d, r, w), in_axes=1,
+                            out_axes=1)(U)
+        return self._summed(block, acc, theta, V, data, rows, weights)
+
+    def _accumulate(self, step: Any, x: jax.Array, indices: np.ndarray | None) -> jax.Array:
+        self._check_precision()
+        x = jax.device_put(x, self._replicated)
+        out = jax.device_put(jnp.zeros(x.shape, dtype=self.dtype), self._replicated)
+        with jax.default_matmul_precision("highest"):
+            for rows, weights in self._chunks(indices):
+                out = step(out, self._theta_mesh, x, self._data, rows, weights)
+        mine = next(s.data for s in out.addressable_shards if s.device == self.device)
+        self._last = mine
+        return mine
+
+    # -- scale-out -----------------------------------------------------------------------------
+    def device_count(self) -> int:
+        return len(self.devices)
+
+    def process_count(self) -> int:
+        return len({d.process_index for d in self.devices})
+
+    @property
+    def is_main_process(self) -> bool:
+        return jax.process_index() == min(d.process_index for d in self.devices)
+
+    def decide(self, flag: bool) -> bool:
+        if self.process_count() == 1:
+            return flag
+        from jax.experimental import multihost_utils
+
+        return bool(multihost_utils.broadcast_one_to_all(np.array(flag)))
+
+    def describe_device(self) -> str:
+        d = self.devices[0]
+        hosts = self.process_count()
+        where = f" on {hosts} processes" if hosts > 1 else ""
+        return (f"{d.platform} x {len(self.devices)} devices{where} ({d.device_kind}, "
+                f"jax {jax.__version__})")
