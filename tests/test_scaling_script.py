@@ -26,7 +26,7 @@ def test_torch_one_and_two_processes(tmp_path):
                       "--samples", "301", "--repeats", "2", "--comm-repeats", "3",
                       "--timeout", "100", "-o", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| digits-mlp | torch | 2 processes |" in proc.stdout
+    assert "| digits-mlp (N=301) | torch | 2 processes |" in proc.stdout
     record = json.loads(out.read_text())
     for key in ("command", "versions", "host", "cpu_count", "dtype", "threads_per_process",
                 "seed", "repeats", "problems", "results"):
@@ -61,3 +61,24 @@ def test_a_failing_rank_fails_the_launch_quickly(tmp_path):
     assert proc.returncode != 0
     assert "hold no samples" in proc.stderr and "exited with" in proc.stderr
     assert not out.exists()
+
+
+def test_jax_one_and_two_devices(tmp_path):
+    """K host devices (the script sets XLA_FLAGS for its JAX subprocess): one psum of the
+    parameters per chunk of each device's rows."""
+    pytest.importorskip("jax")
+    pytest.importorskip("hessbench.backends.jax_sharded")
+    out = tmp_path / "scaling.json"
+    proc = run_script("--problems", "digits-mlp", "--backends", "jax", "--devices", "1,2",
+                      "--samples", "301", "--batch-size", "100", "--repeats", "2",
+                      "--comm-repeats", "3", "--timeout", "100", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["workers"]: r for r in json.loads(out.read_text())["results"]}
+    assert sorted(rows) == [1, 2]
+    assert all(r["backend"] == "jax" and r["samples_per_second"] > 0 for r in rows.values())
+    assert rows[1]["bytes_allreduced"] == 0 and rows[1]["speedup"] == 1
+    two = rows[2]
+    assert "x 2 devices" in two["device"]
+    assert two["allreduces_per_product"] == 2  # 151 rows per device in chunks of <= 100
+    assert two["bytes_allreduced"] == DIGITS_MLP_PARAMETERS * 4 * 2
+    assert 0 < two["allreduce_seconds"]["median"] and 0 < two["comm_fraction"]
