@@ -6,8 +6,10 @@
 
     H v = sum_d sum_{i on device d} w_i H_i v,     w_i = 1/N (full data) or 1/|S| (mini-batch),
 
-each device's part by ``jax.shard_map`` over a ``jax.sharding.Mesh`` with one axis
-(:data:`AXIS`) and the parts summed by ``jax.lax.psum``; vectors are replicated.
+each device's part accumulated over its chunks by ``jax.shard_map`` over a
+``jax.sharding.Mesh`` with one axis (:data:`AXIS`), then the D parts summed by one
+``jax.lax.psum`` (one all-reduce of n numbers per product, n per column for blocks); vectors
+are replicated.
 
 Layout. Device d of D holds the contiguous rows [d L, (d+1) L) with L = ceil(N / D), so global
 sample i sits on device i // L at local row i % L; the last rows of the layout (D L - N of
@@ -87,12 +89,14 @@ class ShardedHessianOperator(HessianOperator):
         self.mesh = Mesh(np.array(self.devices), (AXIS,))
         self._replicated = NamedSharding(self.mesh, PartitionSpec())
         self._sharded = NamedSharding(self.mesh, PartitionSpec(AXIS))
+        self._zero_fns: dict[tuple[int, ...], Any] = {}
         local = [d for d in self.devices if d.process_index == jax.process_index()]
         if not local:
             raise ValueError("none of devices belongs to this process")
         super().__init__(loss_fn, params, data, batch_size=batch_size, dtype=dtype,
                          device=local[0], check_deterministic=False)
         self._theta_mesh = jax.device_put(self.theta, self._replicated)
+        self._reduce = jax.jit(self._reduce_fn)
         if check_deterministic:
             self.probe_determinism()
 
@@ -156,18 +160,20 @@ class ShardedHessianOperator(HessianOperator):
             return jnp.sum(weights[0] * per_sample)
         return jax.jvp(jax.grad(loss), (theta,), (v,))[1]
 
-    def _summed(self, local: Any, acc, theta, x, data, rows, weights):
+    def _partial(self, local: Any, acc, theta, x, data, rows, weights):
+        """acc[d] + device d's part of one chunk's product; acc has shape (D, *x.shape)."""
         # check_vma=False: with JAX's varying-axes tracking, the gradient w.r.t. the replicated
-        # theta would come back already summed over the mesh, and the psum would double it
+        # theta would come back already summed over the mesh (one all-reduce per chunk); the
+        # parts are summed once per product instead, by _reduce
         spec, rep = PartitionSpec(AXIS), PartitionSpec()
-        part = jax.shard_map(lambda t, u, d, r, w: jax.lax.psum(local(t, u, d, r, w), AXIS),
-                             mesh=self.mesh, in_specs=(rep, rep, spec, spec, spec),
-                             out_specs=rep, check_vma=False)
-        return acc + part(theta, x, data, rows, weights)
+        part = jax.shard_map(lambda a, t, u, d, r, w: a + local(t, u, d, r, w)[None],
+                             mesh=self.mesh, in_specs=(spec, rep, rep, spec, spec, spec),
+                             out_specs=spec, check_vma=False)
+        return part(acc, theta, x, data, rows, weights)
 
     def _step_fn(self, acc, theta, v, data, rows, weights):
         self.trace_count += 1  # runs once per trace, not per call
-        return self._summed(self._local_hvp, acc, theta, v, data, rows, weights)
+        return self._partial(self._local_hvp, acc, theta, v, data, rows, weights)
 
     def _block_step_fn(self, acc, theta, V, data, rows, weights):
         self.trace_count += 1
@@ -175,15 +181,30 @@ class ShardedHessianOperator(HessianOperator):
         def block(t, U, d, r, w):
             return jax.vmap(lambda u: self._local_hvp(t, u, d, r, w), in_axes=1,
                             out_axes=1)(U)
-        return self._summed(block, acc, theta, V, data, rows, weights)
+        return self._partial(block, acc, theta, V, data, rows, weights)
+
+    def _reduce_fn(self, acc: jax.Array) -> jax.Array:
+        """sum_d acc[d], replicated: the one all-reduce (psum) of a product."""
+        return jax.shard_map(lambda a: jax.lax.psum(a[0], AXIS), mesh=self.mesh,
+                             in_specs=PartitionSpec(AXIS), out_specs=PartitionSpec(),
+                             check_vma=False)(acc)
+
+    def _zeros(self, shape: tuple[int, ...]) -> jax.Array:
+        """Zeros of shape (D, *shape), one row per device, made on the devices."""
+        if shape not in self._zero_fns:
+            self._zero_fns[shape] = jax.jit(
+                lambda: jnp.zeros((len(self.devices), *shape), dtype=self.dtype),
+                out_shardings=self._sharded)
+        return self._zero_fns[shape]()
 
     def _accumulate(self, step: Any, x: jax.Array, indices: np.ndarray | None) -> jax.Array:
         self._check_precision()
         x = jax.device_put(x, self._replicated)
-        out = jax.device_put(jnp.zeros(x.shape, dtype=self.dtype), self._replicated)
+        acc = self._zeros(tuple(x.shape))
         with jax.default_matmul_precision("highest"):
             for rows, weights in self._chunks(indices):
-                out = step(out, self._theta_mesh, x, self._data, rows, weights)
+                acc = step(acc, self._theta_mesh, x, self._data, rows, weights)
+            out = self._reduce(acc)
         mine = next(s.data for s in out.addressable_shards if s.device == self.device)
         self._last = mine
         return mine

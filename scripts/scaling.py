@@ -223,7 +223,7 @@ def torch_point(name: str, k: int, op: Any, group: Any, args: argparse.Namespace
 def jax_worker(args: argparse.Namespace) -> list[Row]:
     """Measure each K in ``--devices`` on the first K devices of ``--device``'s platform:
     ``HessianOperator(..., devices=K)``, the samples sharded over a mesh, partial products
-    summed by a psum per chunk; the psum of a parameter-sized vector is timed alone."""
+    summed by one psum per product; the psum of a parameter-sized vector is timed alone."""
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -248,7 +248,7 @@ def jax_worker(args: argparse.Namespace) -> list[Row]:
                 x = jax.device_put(np.zeros((k, op.size), op.numpy_dtype),
                                    NamedSharding(mesh, spec))
                 reduce = lambda: psum(x).block_until_ready()  # noqa: E731
-                calls = -(-op.rows_per_device // op.chunk_width)  # one psum per chunk
+                calls = 1  # the parts are accumulated per device, then one psum
                 comm = [t * calls for t in timings(reduce, lambda: None,
                                                    2 + args.comm_repeats)[2:]]
             rows.append(row(name, "jax", k, op, args, first[0], product, comm, calls))
