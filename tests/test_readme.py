@@ -33,3 +33,28 @@ def test_run_records_example(tmp_path, monkeypatch, capsys):
     exec(compile(snippet("### Run records"), "README.md", "exec"), scope)
     assert scope["winner"](scope["summary"]) == "lanczos"
     assert "lanczos" in capsys.readouterr().out
+
+
+def test_torchrun_example_gives_the_one_process_answer(tmp_path):
+    """The README's torchrun script on 2 gloo processes and on 1: the same eigenvalues."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "my_hessian.py"
+    script.write_text(snippet("### PyTorch: one process per device (torchrun)"))
+    printed = {}
+    for k in (1, 2):
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--nproc-per-node", str(k), str(script)], cwd=tmp_path,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                              text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        assert len(lines) == 1, proc.stdout  # rank 0 alone prints
+        lam_max, lam_min, converged = lines[0].split()[:3]
+        printed[k] = (float(lam_max), float(lam_min), converged, lines[0])
+    assert printed[1][2] == printed[2][2] == "True"
+    assert printed[2][0] == pytest.approx(printed[1][0], rel=1e-10)
+    assert printed[2][1] == pytest.approx(printed[1][1], rel=1e-6, abs=1e-12)
+    assert "x 2 processes (gloo)" in printed[2][3]
