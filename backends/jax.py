@@ -151,17 +151,9 @@ class HessianOperator(HVPOperator):
             ``"cuda"``/``"tpu"`` (``"cuda:1"`` for the second GPU).
         check_deterministic: run the determinism probe (two full products) at construction.
         devices: ``None`` (one device), ``"all"``, a count K or a list of ``jax.Device``: shard
-            the samples over these devices and sum each product across them
-            (:class:`hessbench.backends.jax_sharded.ShardedHessianOperator`, which this
-            constructor then returns).
+            the samples over these devices (of ``device``'s platform) and sum each product
+            across them, :class:`hessbench.backends.jax_sharded.SampleMesh` (``op.mesh``).
     """
-
-    def __new__(cls, *args: Any, devices: Any = None, **kwargs: Any) -> HessianOperator:
-        if devices is not None and cls is HessianOperator:
-            from hessbench.backends.jax_sharded import ShardedHessianOperator
-
-            cls = ShardedHessianOperator
-        return super().__new__(cls)
 
     def __init__(self, loss_fn: Callable[[Any, Batch], Any], params: Any, data: Batch, *,
                  batch_size: int = 256, dtype: Any = None, device: Any = None,
@@ -181,6 +173,11 @@ class HessianOperator(HVPOperator):
         if self.dtype == np.float64:
             _enable_x64()
         self.device = resolve_device(device)
+        if devices is not None:
+            from hessbench.backends.jax_sharded import local_device, resolve_devices
+
+            devices = resolve_devices(devices, self.device.platform)
+            self.device = local_device(devices)  # where products come back
         self.loss_fn = loss_fn
         self.batch_size = batch_size
 
@@ -201,15 +198,19 @@ class HessianOperator(HVPOperator):
             raise ValueError(f"inputs and targets differ in length: {sorted(n_in)} vs "
                              f"{sorted(n_t)}")
         super().__init__(self.theta.size, lengths.pop())
-        self._data = self._place_data((inputs, targets))
-
         self.trace_count = 0
-        self._chunk = min(batch_size, self.num_samples)
-        self._full_chunks = self._chunks(np.arange(self.num_samples))
+        self.mesh: Any = None
+        if devices is not None:
+            self._shard(devices, inputs, targets)
+        else:
+            self._data = (jax.tree.map(lambda a: jax.device_put(a, self.device),
+                                       (inputs, targets)))
+            self._chunk = min(batch_size, self.num_samples)
+            self._full_chunks = self._chunks(np.arange(self.num_samples))
+            self._step = jax.jit(self._step_fn)
+            self._block_step = jax.jit(self._block_step_fn)
         self._last: Any = None
-        self._step = jax.jit(self._step_fn)
-        self._block_step = jax.jit(self._block_step_fn)
-        self._check_loss(self._chunk)
+        self._check_loss(1 if self.mesh else self._chunk)  # the mesh takes batches of one
         if check_deterministic:
             self.probe_determinism()
 
@@ -228,9 +229,18 @@ class HessianOperator(HVPOperator):
         """A leaf on the device, cast as by :meth:`_cast`."""
         return jax.device_put(self._cast(a), self.device)
 
-    def _place_data(self, data: Batch) -> Batch:
-        """The cast samples on the device (the sharded operator spreads them over its mesh)."""
-        return jax.tree.map(lambda a: jax.device_put(a, self.device), data)
+    def _shard(self, devices: list[jax.Device], inputs: Any, targets: Any) -> None:
+        """Spread the samples over ``devices`` (:mod:`hessbench.backends.jax_sharded`)."""
+        from hessbench.backends.jax_sharded import SampleMesh
+
+        def traced() -> None:
+            self.trace_count += 1
+        self.mesh = SampleMesh(devices, loss_fn=self.loss_fn, unravel=self._unravel,
+                               num_samples=self.num_samples, batch_size=self.batch_size,
+                               dtype=self.dtype, on_trace=traced)
+        self._data = self.mesh.place((inputs, targets))
+        self._theta_mesh = self.mesh.replicate(self.theta)
+        self._step, self._block_step = self.mesh.step, self.mesh.block_step
 
     def _indices(self, idx: np.ndarray) -> jax.Array:
         return jax.device_put(np.asarray(idx, dtype=np.int32), self.device)
@@ -262,8 +272,24 @@ class HessianOperator(HVPOperator):
         ] if self._on_accelerator() else [])
 
     def describe_device(self) -> str:
+        if self.mesh is not None:
+            return self.mesh.describe_device()
         d = self.device
         return f"{d.platform}:{d.id} ({d.device_kind}, jax {jax.__version__})"
+
+    # -- scale-out: the mesh's, when the samples are sharded -------------------------------------
+    def process_count(self) -> int:
+        return 1 if self.mesh is None else self.mesh.process_count()
+
+    def device_count(self) -> int:
+        return 1 if self.mesh is None else self.mesh.device_count()
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.mesh is None or self.mesh.is_main_process
+
+    def decide(self, flag: bool) -> bool:
+        return flag if self.mesh is None else self.mesh.decide(flag)
 
     # -- the HVP -------------------------------------------------------------------------------
     def _hvp(self, theta: jax.Array, v: jax.Array, data: Batch, idx: jax.Array) -> jax.Array:
@@ -294,10 +320,13 @@ class HessianOperator(HVPOperator):
 
     def _accumulate(self, step: Callable, x: jax.Array, indices: np.ndarray | None) -> jax.Array:
         self._check_precision()
-        out = jnp.zeros(x.shape, dtype=self.dtype, device=self.device)
         with jax.default_matmul_precision("highest"):
-            for idx, weight in self._chunks(indices):
-                out = step(out, weight, self.theta, x, self._data, idx)
+            if self.mesh is not None:
+                out = self.mesh.accumulate(step, self._theta_mesh, x, self._data, indices)
+            else:
+                out = jnp.zeros(x.shape, dtype=self.dtype, device=self.device)
+                for idx, weight in self._chunks(indices):
+                    out = step(out, weight, self.theta, x, self._data, idx)
         self._last = out
         return out
 

@@ -1,12 +1,12 @@
-"""JAX HVP operator over many devices: the samples sharded along a 1-D mesh, products summed.
+"""The samples of a JAX HVP operator sharded over a 1-D device mesh, products summed.
 
-``HessianOperator(loss_fn, params, data, devices="all" | K | [devices])`` returns a
-:class:`ShardedHessianOperator`: the same Hessian of the mean loss over all N samples
-(:mod:`hessbench.backends.base`), computed as
+``hessbench.backends.jax.HessianOperator(loss_fn, params, data, devices="all" | K | [...])``
+keeps a :class:`SampleMesh` (``op.mesh``) and computes the same Hessian of the mean loss over
+all N samples (:mod:`hessbench.backends.base`) as
 
     H v = sum_d sum_{i on device d} w_i H_i v,     w_i = 1/N (full data) or 1/|S| (mini-batch),
 
-each device's part accumulated over its chunks by ``jax.shard_map`` over a
+each device's part accumulated over its chunks inside ``jax.shard_map`` over a
 ``jax.sharding.Mesh`` with one axis (:data:`AXIS`), then the D parts summed by one
 ``jax.lax.psum`` (one all-reduce of n numbers per product, n per column for blocks); vectors
 are replicated.
@@ -22,13 +22,13 @@ Chunks and compilation. Each device works through its rows in chunks of B' = cei
 samples, C = ceil(L / batch_size), one jitted call per chunk with arrays of shape (D, B') of
 local row indices and weights. A mini-batch S is split by owner and each device's list is
 padded (weight 0) to a multiple of B'. So every product, full or mini-batch, uses the one
-compiled shape B' (per block width k of ``matmat``); ``op.trace_count`` counts the traces.
+compiled shape B' (per block width k of ``matmat``).
 
 Many hosts. On a multi-host platform call ``jax.distributed.initialize()`` in every process
 first, pass every process the same full ``data`` and ``params`` and ``devices="all"`` (the
 global device list): each process places only its own devices' rows
 (``jax.make_array_from_callback``), products come back on the process's first device, every
-process runs the same solver, and :meth:`decide` takes process 0's decision.
+process runs the same solver, and :meth:`SampleMesh.decide` takes process 0's decision.
 """
 
 from __future__ import annotations
@@ -41,19 +41,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from hessbench.backends.jax import Batch, HessianOperator, resolve_device
+__all__ = ["AXIS", "SampleMesh", "local_device", "resolve_devices"]
 
-__all__ = ["AXIS", "ShardedHessianOperator", "resolve_devices"]
+Batch = tuple[Any, Any]
 
 #: the name of the mesh's one axis, along which the samples are sharded
 AXIS = "samples"
 
 
-def resolve_devices(devices: Any, device: Any = None) -> list[jax.Device]:
-    """``"all"`` -> every device of ``device``'s platform (default: JAX's default platform);
-    a count K -> the first K of them; a list of distinct ``jax.Device`` of one platform as
-    given. Raises ``ValueError`` naming what is available."""
-    platform = resolve_device(device).platform
+def resolve_devices(devices: Any, platform: str) -> list[jax.Device]:
+    """``"all"`` -> every device of ``platform``; a count K -> the first K of them; a list of
+    distinct ``jax.Device`` of one platform as given. Raises ``ValueError`` naming what is
+    available."""
     have = jax.devices(platform)
     if isinstance(devices, str):
         if devices != "all":
@@ -76,29 +75,41 @@ def resolve_devices(devices: Any, device: Any = None) -> list[jax.Device]:
     return chosen
 
 
-class ShardedHessianOperator(HessianOperator):
-    """:class:`~hessbench.backends.jax.HessianOperator` with the samples sharded over
-    ``devices`` (see the module docstring); the other arguments are the same. ``device``
-    names the platform when ``devices`` is ``"all"`` or a count. Products are returned on
-    ``op.device``, this process's first device of the mesh."""
+def local_device(devices: list[jax.Device]) -> jax.Device:
+    """This process's first device among ``devices``."""
+    local = [d for d in devices if d.process_index == jax.process_index()]
+    if not local:
+        raise ValueError(f"none of devices {devices} belongs to this process")
+    return local[0]
 
-    def __init__(self, loss_fn: Any, params: Any, data: Batch, *, batch_size: int = 256,
-                 dtype: Any = None, device: Any = None, check_deterministic: bool = True,
-                 devices: Any = "all") -> None:
-        self.devices = resolve_devices(devices, device)
-        self.mesh = Mesh(np.array(self.devices), (AXIS,))
+
+class SampleMesh:
+    """The samples sharded over ``devices`` and the products on them (module docstring).
+
+    Args:
+        devices: the mesh's devices (:func:`resolve_devices`).
+        loss_fn, unravel: the operator's batch-mean ``loss_fn(params, batch)`` and the map
+            from the flat parameter vector to the ``params`` pytree.
+        num_samples, batch_size, dtype: N, the chunk size bound and the float dtype.
+        on_trace: called once per trace of a product function (the operator counts them).
+    """
+
+    def __init__(self, devices: list[jax.Device], *, loss_fn: Any, unravel: Any,
+                 num_samples: int, batch_size: int, dtype: Any,
+                 on_trace: Any = lambda: None) -> None:
+        self.devices = devices
+        self.mesh = Mesh(np.array(devices), (AXIS,))
+        self.device = local_device(devices)  # where products come back
+        self.loss_fn, self.unravel, self.dtype = loss_fn, unravel, dtype
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self._on_trace = on_trace
         self._replicated = NamedSharding(self.mesh, PartitionSpec())
         self._sharded = NamedSharding(self.mesh, PartitionSpec(AXIS))
         self._zero_fns: dict[tuple[int, ...], Any] = {}
-        local = [d for d in self.devices if d.process_index == jax.process_index()]
-        if not local:
-            raise ValueError("none of devices belongs to this process")
-        super().__init__(loss_fn, params, data, batch_size=batch_size, dtype=dtype,
-                         device=local[0], check_deterministic=False)
-        self._theta_mesh = jax.device_put(self.theta, self._replicated)
+        self.step = jax.jit(self._step_fn)
+        self.block_step = jax.jit(self._block_step_fn)
         self._reduce = jax.jit(self._reduce_fn)
-        if check_deterministic:
-            self.probe_determinism()
+        self._full = self.chunks(np.arange(num_samples))
 
     # -- layout --------------------------------------------------------------------------------
     @property
@@ -112,22 +123,25 @@ class ShardedHessianOperator(HessianOperator):
         rows = self.rows_per_device
         return math.ceil(rows / math.ceil(rows / self.batch_size))
 
-    def _place_data(self, data: Batch) -> Batch:
-        rows = math.ceil(len(jax.tree.leaves(data)[0]) / len(self.devices)) * len(self.devices)
+    def place(self, data: Batch) -> Batch:
+        """Each leaf's N rows padded to D L and sharded along the mesh."""
+        rows = self.rows_per_device * len(self.devices)
 
         def place(a: Any) -> jax.Array:
             host = np.asarray(a)
             layout = np.arange(rows)
             padded = host[np.where(layout < len(host), layout, 0)]  # padding: sample 0's copies
-            return jax.make_array_from_callback(padded.shape, self._sharded,
-                                                lambda index: padded[index])
+            return self._put_sharded(padded)
         return jax.tree.map(place, data)
 
-    def _chunks(self, indices: np.ndarray | None) -> list[tuple[jax.Array, jax.Array]]:
+    def replicate(self, x: jax.Array) -> jax.Array:
+        return jax.device_put(x, self._replicated)
+
+    def chunks(self, indices: np.ndarray | None) -> list[tuple[jax.Array, jax.Array]]:
         """(local rows, weights) arrays of shape (D, B') sharded over the mesh, one pair per
         compiled call, for the full data (``indices=None``) or the samples ``indices``."""
         if indices is None:
-            return self._full_chunks
+            return self._full
         D, L, width = len(self.devices), self.rows_per_device, self.chunk_width
         owner, row = np.divmod(np.asarray(indices, dtype=np.int64), L)
         per_device = [row[owner == d] for d in range(D)]
@@ -141,9 +155,6 @@ class ShardedHessianOperator(HessianOperator):
         return [(put(rows[:, c * width:(c + 1) * width]),
                  put(weights[:, c * width:(c + 1) * width])) for c in range(calls)]
 
-    def _check_loss(self, rows: int) -> None:
-        super()._check_loss(1)  # the sharded products evaluate loss_fn on batches of one
-
     def _put_sharded(self, a: np.ndarray) -> jax.Array:
         return jax.make_array_from_callback(a.shape, self._sharded, lambda index: a[index])
 
@@ -154,12 +165,11 @@ class ShardedHessianOperator(HessianOperator):
         batch = jax.tree.map(lambda a: a[rows[0]], data)
 
         def loss(t: jax.Array) -> jax.Array:
-            p = self._unravel(t)
+            p = self.unravel(t)
             per_sample = jax.vmap(
                 lambda one: self.loss_fn(p, jax.tree.map(lambda a: a[None], one)))(batch)
             return jnp.sum(weights[0] * per_sample)
         return jax.jvp(jax.grad(loss), (theta,), (v,))[1]
-
     def _partial(self, local: Any, acc, theta, x, data, rows, weights):
         """acc[d] + device d's part of one chunk's product; acc has shape (D, *x.shape)."""
         # check_vma=False: with JAX's varying-axes tracking, the gradient w.r.t. the replicated
@@ -172,11 +182,11 @@ class ShardedHessianOperator(HessianOperator):
         return part(acc, theta, x, data, rows, weights)
 
     def _step_fn(self, acc, theta, v, data, rows, weights):
-        self.trace_count += 1  # runs once per trace, not per call
+        self._on_trace()  # runs once per trace, not per call
         return self._partial(self._local_hvp, acc, theta, v, data, rows, weights)
 
     def _block_step_fn(self, acc, theta, V, data, rows, weights):
-        self.trace_count += 1
+        self._on_trace()
 
         def block(t, U, d, r, w):
             return jax.vmap(lambda u: self._local_hvp(t, u, d, r, w), in_axes=1,
@@ -197,17 +207,16 @@ class ShardedHessianOperator(HessianOperator):
                 out_shardings=self._sharded)
         return self._zero_fns[shape]()
 
-    def _accumulate(self, step: Any, x: jax.Array, indices: np.ndarray | None) -> jax.Array:
-        self._check_precision()
-        x = jax.device_put(x, self._replicated)
+    def accumulate(self, step: Any, theta: jax.Array, x: jax.Array, data: Batch,
+                   indices: np.ndarray | None) -> jax.Array:
+        """The product of ``step`` (:attr:`step` or :attr:`block_step`) with replicated
+        ``theta`` and ``x``, on :attr:`device`."""
+        x = self.replicate(x)
         acc = self._zeros(tuple(x.shape))
-        with jax.default_matmul_precision("highest"):
-            for rows, weights in self._chunks(indices):
-                acc = step(acc, self._theta_mesh, x, self._data, rows, weights)
-            out = self._reduce(acc)
-        mine = next(s.data for s in out.addressable_shards if s.device == self.device)
-        self._last = mine
-        return mine
+        for rows, weights in self.chunks(indices):
+            acc = step(acc, theta, x, data, rows, weights)
+        out = self._reduce(acc)
+        return next(s.data for s in out.addressable_shards if s.device == self.device)
 
     # -- scale-out -----------------------------------------------------------------------------
     def device_count(self) -> int:

@@ -242,7 +242,7 @@ def jax_worker(args: argparse.Namespace) -> list[Row]:
             first, product = products(op, args)
             comm, calls = None, 0
             if k > 1:
-                mesh, spec = Mesh(np.array(op.devices), ("d",)), PartitionSpec("d")
+                mesh, spec = Mesh(np.array(op.mesh.devices), ("d",)), PartitionSpec("d")
                 psum = jax.jit(jax.shard_map(lambda x: jax.lax.psum(x, "d"), mesh=mesh,
                                              in_specs=spec, out_specs=PartitionSpec()))
                 x = jax.device_put(np.zeros((k, op.size), op.numpy_dtype),

@@ -55,7 +55,7 @@ def products() -> dict:
     out = {
         "type": type(two).__name__, "device": two.describe_device(),
         "counts": [two.process_count(), two.device_count(), one.device_count()],
-        "layout": [two.rows_per_device, two.chunk_width],
+        "layout": [two.mesh.rows_per_device, two.mesh.chunk_width],
         "full": rel(two.matvec(v), one.matvec(v)),
         "mini": rel(two.matvec(v, indices=INDICES), one.matvec(v, indices=INDICES)),
         "block": rel(two.matmat(V), one.matmat(V)),

@@ -34,7 +34,7 @@ def run_worker(scenario: str, tmp_path: Path, timeout: float = 300) -> dict:
 
 def test_two_devices_equal_one_device_with_an_odd_number_of_samples(tmp_path):
     r = run_worker("products", tmp_path)
-    assert r["type"] == "ShardedHessianOperator"
+    assert r["type"] == "HessianOperator"
     assert r["device"].startswith("cpu x 2 devices")
     assert r["counts"] == [1, 2, 1]  # processes, devices (sharded), devices (one)
     assert r["layout"][0] == 899  # 1,797 samples: 899 + 898 and one zero-weight padding row
