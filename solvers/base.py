@@ -31,7 +31,8 @@ class Run:
     def __init__(self, op: HVPOperator, budget: Budget, progress: bool = False,
                  label: str = "") -> None:
         self.op, self.budget = op, budget
-        self._bar = tqdm(desc=label, unit="step", leave=False) if progress else None
+        show = progress and op.is_main_process  # one bar per job, on rank 0 of a group
+        self._bar = tqdm(desc=label, unit="step", leave=False) if show else None
         self._samples0, self._calls0 = op.meter.snapshot()
         op.synchronize()
         self._t0 = time.perf_counter()
@@ -144,7 +145,8 @@ class Solver(abc.ABC):
             which: ``"both"``, ``"max"`` or ``"min"``.
             seed: seeds every random choice (start vectors, mini-batches).
             budget: a :class:`Budget` (or dict of its fields) limiting passes, seconds, HVPs.
-            progress: show a progress bar (one tick per solver step).
+            progress: show a progress bar (one tick per solver step; on the operator's
+                main process only, when its products span several processes).
         """
         if which not in WHICH:
             raise ValueError(f"which must be one of {WHICH}, got {which!r}")
