@@ -36,6 +36,10 @@ rounding (an impure ``loss_fn``, non-deterministic GPU reductions), as the PyTor
 (:meth:`HVPOperator.probe_determinism`). It costs two full products, charged to ``op.meter``,
 and compiles the full-data chunk shapes at construction instead of at the first product.
 
+Many devices. With ``devices="all"`` (or K, or a list) the samples are sharded over a 1-D
+device mesh and each product is summed across it by one ``psum``
+(:mod:`hessbench.backends.jax_sharded`, ``op.mesh``); products come back on ``op.device``.
+
 Matmul precision. Every product runs under ``jax.default_matmul_precision("highest")`` (scoped
 to the operator's calls), so GPUs do not use TF32/bf16 passes for float32 products (their
 ~1e-3 relative error would swamp a small lambda_min).
