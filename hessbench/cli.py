@@ -54,6 +54,29 @@ def _devices(text: str) -> str | int:
     return count
 
 
+def _threads(text: str) -> str | int:
+    """argparse type of ``--threads``: ``auto`` or a positive count."""
+    if text == "auto":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive number of threads, got "
+                                         f"{text!r}")
+    return count
+
+
+def _use_threads(args: argparse.Namespace, main: bool = True) -> None:
+    """Apply ``--threads`` (:mod:`hessbench.threads`) and say so on stderr."""
+    from hessbench.threads import use_threads
+
+    _, line = use_threads(args.threads)
+    if main and not args.quiet:
+        print(line, file=sys.stderr, flush=True)
+
+
 def _options(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
     """Parse ``key=value`` pairs of ``flag``; values are Python literals where they parse, else
     strings."""
@@ -142,6 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     output = check_output_file(args.output)  # before the run: a bad path must not lose it
     group, device = start(args.backend, args.device)  # under torchrun: the process group
+    _use_threads(args, is_main(group))
     record = run_one(args.problem, args.solver, backend=args.backend, seed=args.seed,
                      which=args.which, tol=args.tol, budget=_budget(args), dtype=args.dtype,
                      device=device, devices=args.devices,
@@ -182,6 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     budget = {"max_passes": args.max_passes}
     check_grid(args.problems, args.solvers, [args.seed], budget=budget)  # before any work
     out = check_output_dir(args.output)
+    _use_threads(args)
     records = []
     for name in args.problems:
         ref = compute_reference(problems.get(name), progress=not args.quiet)
@@ -206,6 +231,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     seeds = parse_seeds(args.seeds)
     group, device = start(args.backend, args.device)  # under torchrun: the process group
+    _use_threads(args, is_main(group))
     runs = run_grid(args.problems, args.solvers, seeds, args.output,
                     progress=not args.quiet, command=args.command_line, force=args.force,
                     backend=args.backend, tol=args.tol, budget=_budget(args), dtype=args.dtype,
@@ -268,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=_devices, help=DEVICES_HELP)
     p.add_argument("--problem-option", action="append", metavar="KEY=VALUE")
     p.add_argument("--solver-option", action="append", metavar="KEY=VALUE")
+    p.add_argument("--threads", type=_threads, default="auto",
+                   help="torch CPU threads per process: auto (default: the idle cores, shared "
+                   "by this machine's processes) or N")
     p.add_argument("-o", "--output", required=True, help="JSON file to write")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
@@ -284,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--device")
     p.add_argument("--devices", type=_devices, help=DEVICES_HELP)
+    p.add_argument("--threads", type=_threads, default="auto",
+                   help="torch CPU threads per process: auto (default: the idle cores, shared "
+                   "by this machine's processes) or N")
     p.add_argument("-o", "--output", required=True, help="folder for run records and summary")
     p.add_argument("--force", action="store_true",
                    help="rerun every run (default: reuse the runs already recorded in the "
@@ -297,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solvers", nargs="+", default=list(DEMO_SOLVERS))
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--max-passes", type=float, default=2000)
+    p.add_argument("--threads", type=_threads, default="auto",
+                   help="torch CPU threads per process: auto (default: the idle cores, shared "
+                   "by this machine's processes) or N")
     p.add_argument("-o", "--output", default="results/demo")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
