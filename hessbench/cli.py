@@ -12,7 +12,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from hessbench import backends
 from hessbench import solvers
@@ -29,6 +29,8 @@ DEMO_SOLVERS = ("lanczos", "power", "arpack")
 DEVICES_HELP = ("JAX backend: shard each product over all (or K) devices of --device's kind; "
                 "the torch backend scales over processes: torchrun --nproc-per-node K -m "
                 "hessbench ...")
+THREADS_HELP = ("torch CPU threads per process: auto (default: the idle cores, shared by this "
+                "machine's processes) or N")
 
 
 def _seed(text: str) -> int:
@@ -40,32 +42,24 @@ def _seed(text: str) -> int:
                                          f"{text!r}") from None
 
 
-def _devices(text: str) -> str | int:
-    """argparse type of ``--devices``: ``all`` or a positive count."""
-    if text == "all":
-        return text
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"must be 'all' or a positive number of devices, got "
-                                         f"{text!r}")
-    return count
+def _word_or_count(word: str, what: str) -> Callable[[str], str | int]:
+    """argparse type: ``word`` (e.g. ``all``) or a positive count of ``what``."""
+    def parse(text: str) -> str | int:
+        if text == word:
+            return text
+        try:
+            count = int(text)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise argparse.ArgumentTypeError(f"must be {word!r} or a positive number of {what}, "
+                                             f"got {text!r}")
+        return count
+    return parse
 
 
-def _threads(text: str) -> str | int:
-    """argparse type of ``--threads``: ``auto`` or a positive count."""
-    if text == "auto":
-        return text
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive number of threads, got "
-                                         f"{text!r}")
-    return count
+_devices = _word_or_count("all", "devices")
+_threads = _word_or_count("auto", "threads")
 
 
 def _use_threads(args: argparse.Namespace, main: bool = True) -> None:
@@ -159,9 +153,8 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hessbench.runner import run_one
-
     from hessbench.distributed import is_main, start
+    from hessbench.runner import run_one
 
     output = check_output_file(args.output)  # before the run: a bad path must not lose it
     group, device = start(args.backend, args.device)  # under torchrun: the process group
@@ -294,9 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=_devices, help=DEVICES_HELP)
     p.add_argument("--problem-option", action="append", metavar="KEY=VALUE")
     p.add_argument("--solver-option", action="append", metavar="KEY=VALUE")
-    p.add_argument("--threads", type=_threads, default="auto",
-                   help="torch CPU threads per process: auto (default: the idle cores, shared "
-                   "by this machine's processes) or N")
+    p.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
     p.add_argument("-o", "--output", required=True, help="JSON file to write")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
@@ -313,9 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--device")
     p.add_argument("--devices", type=_devices, help=DEVICES_HELP)
-    p.add_argument("--threads", type=_threads, default="auto",
-                   help="torch CPU threads per process: auto (default: the idle cores, shared "
-                   "by this machine's processes) or N")
+    p.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
     p.add_argument("-o", "--output", required=True, help="folder for run records and summary")
     p.add_argument("--force", action="store_true",
                    help="rerun every run (default: reuse the runs already recorded in the "
@@ -329,9 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solvers", nargs="+", default=list(DEMO_SOLVERS))
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--max-passes", type=float, default=2000)
-    p.add_argument("--threads", type=_threads, default="auto",
-                   help="torch CPU threads per process: auto (default: the idle cores, shared "
-                   "by this machine's processes) or N")
+    p.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
     p.add_argument("-o", "--output", default="results/demo")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)

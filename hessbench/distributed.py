@@ -143,10 +143,7 @@ def planned_devices(backend: str, device: str | None, devices: str | int | None,
         return size, size
     if devices is None:
         return 1, 1
-    if devices != "all":
-        return 1, int(devices)
-    import jax
-
     from hessbench.backends.jax import resolve_device
+    from hessbench.backends.jax_sharded import resolve_devices
 
-    return 1, len(jax.devices(resolve_device(device).platform))
+    return 1, len(resolve_devices(devices, resolve_device(device).platform))

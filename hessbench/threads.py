@@ -21,6 +21,14 @@ import os
 __all__ = ["auto_threads", "use_threads"]
 
 
+def _load() -> float | None:
+    """Runnable processes on average over the last minute; None where unknown."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not on this platform
+        return None
+
+
 def auto_threads(cores: int | None = None, load: float | None = None,
                  processes: int | None = None) -> int:
     """The ``auto`` thread count for ``cores`` CPUs (default: ``os.cpu_count()``) with
@@ -29,10 +37,7 @@ def auto_threads(cores: int | None = None, load: float | None = None,
     (default: torchrun's ``LOCAL_WORLD_SIZE``, else 1)."""
     cores = cores if cores is not None else (os.cpu_count() or 1)
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except OSError:  # not on this platform
-            load = 0.0
+        load = _load() or 0.0
     if processes is None:
         processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     idle = cores - round(load)
@@ -45,12 +50,10 @@ def use_threads(choice: str | int) -> tuple[int, str]:
     import torch
 
     if choice == "auto":
-        threads = auto_threads()
-        try:
-            load = f"{os.getloadavg()[0]:.1f}"
-        except OSError:
-            load = "unknown"
-        why = f"auto: {os.cpu_count()} cores, load {load}; --threads N to choose"
+        load = _load()  # read once: the count and the message agree
+        threads = auto_threads(load=load)
+        shown = "unknown" if load is None else f"{load:.1f}"
+        why = f"auto: {os.cpu_count()} cores, load {shown}; --threads N to choose"
     else:
         threads, why = int(choice), "--threads"
     torch.set_num_threads(threads)

@@ -120,16 +120,13 @@ def check_devices(devices: str | int | None, backend: str = "torch",
         raise InputError(f"--devices shards products over the devices of one process, which "
                          f"the JAX backend does; the {backend!r} backend scales over processes:"
                          " launch it with torchrun --nproc-per-node K (one device each)")
-    import jax
-
     from hessbench.backends.jax import resolve_device
+    from hessbench.backends.jax_sharded import resolve_devices
 
-    platform = resolve_device(device).platform
-    have = len(jax.devices(platform))
-    if devices != "all" and devices > have:
-        raise DeviceError(f"devices={devices}, but JAX has {have} {platform} device(s) here; "
-                          f"use --devices {have} or all (on a CPU, "
-                          "XLA_FLAGS=--xla_force_host_platform_device_count=K makes K)")
+    try:
+        resolve_devices(devices, resolve_device(device).platform)
+    except ValueError as err:
+        raise DeviceError(f"{err}; give --devices all or fewer") from None
 
 
 def check_dtype(dtype: str | None) -> None:
