@@ -196,6 +196,39 @@ class HVPOperator(abc.ABC):
         """Where the products run, for run records (e.g. ``cuda:0 (NVIDIA H100)``)."""
         return "unspecified"
 
+    # -- one-off work before timed solves --------------------------------------------------
+    def warm_up(self, block: int | None = None) -> dict[str, Any]:
+        """Do the one-off work of the first products now, untimed by any solve: first-call
+        allocation, compilation, the choice of a product strategy. Multiplies one random
+        vector (seed ``PROBE_SEED``) and, with ``block=k``, one block of k vectors, charged
+        to ``op.meter`` like any product (solvers charge meter differences, so their costs
+        are unaffected). Returns ``{"seconds": wall seconds of the warm-up, "block": k,
+        **self.product_setup()}`` for run records."""
+        import time
+
+        rng = np.random.default_rng(PROBE_SEED)
+        self.synchronize()
+        t0 = time.perf_counter()
+        self.matvec(self.random_vector(rng))
+        if block:
+            V = self.asarray(rng.standard_normal((self.size, int(block))))
+            self.matmat(V)
+        self.synchronize()
+        return {"seconds": time.perf_counter() - t0, "block": block, **self.product_setup()}
+
+    def product_setup(self) -> dict[str, Any]:
+        """How this operator computes products, as JSON values for run records (the torch
+        operator: its strategy, the candidates it timed and their agreement); ``{}`` here."""
+        return {}
+
+    def reduced_precision(self, precision: str) -> HVPOperator:
+        """This operator computing its products in reduced ``precision`` (``"bf16"``: bfloat16
+        autocast; ``"tf32"``: TF32 matmuls on CUDA), sharing this operator's meter, data and
+        weights; the returned operator's ``dtype`` is still this one's (vectors in and out).
+        Backends that cannot raise ``NotImplementedError`` naming the backend."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no reduced-precision products")
+
     def _on_accelerator(self) -> bool:
         """Whether products run on a GPU/TPU (looser determinism tolerance)."""
         return False

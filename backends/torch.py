@@ -1,4 +1,4 @@
-"""PyTorch HVP operator: forward-over-reverse (``jvp`` of ``grad``) through ``torch.func``.
+"""PyTorch HVP operator: products by the fastest strategy that agrees with forward-over-reverse.
 
 H is the Hessian, with respect to the chosen parameters, of the mean loss over the N samples
 one pass over the data yields: L(theta) = (1/N) sum_i loss_i(theta). The full product is
@@ -39,6 +39,12 @@ device, and the module's train/eval flags are restored after every product. On C
 matmuls and convolutions are switched off process-wide (TF32 error ~1e-3 |H| would swamp a
 small lambda_min).
 
+Strategies. How one chunk's product is computed (forward-over-reverse through ``torch.func``,
+reverse-over-reverse, ``torch.compile``d forward-over-reverse, vmapped or batched blocks) is
+chosen by timing on the first product (``strategy="auto"``) or fixed by ``strategy=``; compiled
+products are checked against eager ones: :mod:`hessbench.backends.torch_hvp`.
+``op.product_setup()`` records the choice.
+
 The contract (products, mini-batches, cost, errors) is :mod:`hessbench.backends.base`'s. The
 signature is PyTorch's idiom: a stateful module and a criterion ``loss_fn(outputs, targets)``
 like ``torch.nn`` losses (and curvlinops' ``HessianLinearOperator``); the JAX operator takes a
@@ -48,18 +54,22 @@ pure ``loss_fn(params, batch)`` instead, JAX's idiom.
 from __future__ import annotations
 
 import contextlib
+import copy
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call
 
 from hessbench.backends.base import HVPOperator
 from hessbench.backends.loaders import (LoaderSamples, UnsupportedLoaderError, batch_length,
                                         loader_samples)
+from hessbench.backends.torch_checks import check_normalisation, select_params
 from hessbench.backends.torch_distributed import Shard, check_process_group, fingerprint, join
+from hessbench.backends.torch_hvp import (Strategies, check_precision, check_strategy,
+                                          precision_context)
 from hessbench.errors import InputError
 
 Batch = tuple[Any, Any]
@@ -92,6 +102,13 @@ class HessianOperator(HVPOperator):
             data: H is then the Hessian of the mean loss over all ranks' samples, every product
             is all-reduced, and the ranks' models must be equal (checked).
             See :mod:`hessbench.backends.torch_distributed`.
+        strategy: how products are computed: ``"auto"`` (default: the fastest that agrees
+            with the reference, timed on the first product), ``"forward-over-reverse"``,
+            ``"reverse-over-reverse"`` or ``"compiled"``; see
+            :mod:`hessbench.backends.torch_hvp`. ``compile_min_seconds``: ``auto`` tries
+            ``torch.compile`` only when an eager full product takes at least this long.
+        block_chunk: vectors per vmapped/batched call in ``matmat`` (None: the whole block;
+            smaller bounds the memory of wide blocks).
     """
 
     def __init__(
@@ -107,7 +124,14 @@ class HessianOperator(HVPOperator):
         eval_mode: bool = True,
         check_deterministic: bool = True,
         process_group: Any = SINGLE_PROCESS,
+        strategy: str = "auto",
+        compile_min_seconds: float = 1.0,
+        block_chunk: int | None = None,
     ) -> None:
+        check_strategy(strategy)
+        if block_chunk is not None and block_chunk < 1:
+            raise ValueError(f"block_chunk must be a positive number of vectors or None, "
+                             f"got {block_chunk}")
         self._shard: Shard | None = None
         if process_group is SINGLE_PROCESS:
             self._build(model, loss_fn, data, batch_size, device, dtype, params, eval_mode)
@@ -126,6 +150,10 @@ class HessianOperator(HVPOperator):
             self._shard = join(group, info, error)
             num_samples = self._shard.total
         super().__init__(self.theta.numel(), num_samples)
+        self._precision: str | None = None  # reduced_precision() sets "bf16" or "tf32"
+        self._strategies = Strategies(self._loss, self.theta, strategy,
+                                      compile_min_seconds=compile_min_seconds,
+                                      block_chunk=block_chunk, synchronize=self.synchronize)
         if self._local_samples:
             self._check_loss(next(self._batches(None)))
         if check_deterministic:
@@ -149,10 +177,10 @@ class HessianOperator(HVPOperator):
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self.model, self.loss_fn, self.eval_mode = model, loss_fn, eval_mode
-        _check_normalisation(model, eval_mode)
+        check_normalisation(model, eval_mode)
         self.batch_size = batch_size
 
-        self.param_names = self._select_params(model, params)
+        self.param_names = select_params(model, params)
         named = dict(model.named_parameters())
         cast = lambda t: t.detach().to(device=self.device, dtype=self.dtype)  # noqa: E731
         self._shapes = [named[k].shape for k in self.param_names]
@@ -180,26 +208,6 @@ class HessianOperator(HVPOperator):
             self._local_samples = self._samples.num_samples
 
     # -- parameters -----------------------------------------------------------------------------
-    @staticmethod
-    def _select_params(model: torch.nn.Module, params: Any) -> list[str]:
-        named = dict(model.named_parameters())
-        if params is None:
-            names = [k for k, p in named.items() if p.requires_grad]
-        else:
-            by_id = {id(p): k for k, p in named.items()}
-            names = []
-            for p in params:
-                key = p if isinstance(p, str) else by_id.get(id(p))
-                if key not in named:
-                    raise ValueError(
-                        f"parameter {p if isinstance(p, str) else tuple(p.shape)!r} is not a "
-                        f"parameter of the model; its parameters are: {', '.join(named)}"
-                    )
-                names.append(key)
-        if not names:
-            raise ValueError("no parameters selected (none requires grad)")
-        return names
-
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a flat vector into named parameter tensors."""
         parts = torch.split(flat, self._numels)
@@ -276,9 +284,17 @@ class HessianOperator(HVPOperator):
                 "use reduction='mean'"
             )
 
-    def _hvp(self, v: torch.Tensor, inputs: Any, targets: Any) -> torch.Tensor:
-        g = grad(self._loss)
-        return jvp(lambda p: g(p, inputs, targets), (self.theta,), (v,))[1]
+    def _settle(self, block: int | None) -> None:
+        """Choose the strategy for single products or blocks of ``block`` vectors (timed on the
+        first chunk under ``auto``; the timing products are counted in ``product_setup()``,
+        not charged to the meter, which counts the products asked for)."""
+        if self._strategies.settled(block):
+            return
+        if block is not None:
+            self._settle(None)  # a block candidate loops over single products
+        (inputs, targets), size = next(self._batches(None))  # every shard holds samples
+        with self._mode(), precision_context(self._precision, self.device):
+            self._strategies.choose((inputs, targets), self._local_samples / size, block, size)
 
     def _accumulate(self, product: Callable[[Any, Any], torch.Tensor],
                     indices: np.ndarray | None, shape: tuple[int, ...]) -> torch.Tensor:
@@ -288,7 +304,7 @@ class HessianOperator(HVPOperator):
         local = indices if indices is None or self._shard is None else self._shard.local(indices)
         out = torch.zeros(shape, dtype=self.dtype, device=self.device)
         if local is None or len(local):
-            with self._mode():
+            with self._mode(), precision_context(self._precision, self.device):
                 for (inputs, targets), size in self._batches(local):
                     out += (size / total) * product(inputs, targets)
         if self._shard is not None:
@@ -297,15 +313,43 @@ class HessianOperator(HVPOperator):
 
     def _matvec(self, v: torch.Tensor, indices: np.ndarray | None) -> torch.Tensor:
         v = v.to(device=self.device, dtype=self.dtype)
-        return self._accumulate(lambda x, y: self._hvp(v, x, y), indices, (self.size,))
+        self._settle(None)
+        single = self._strategies.single
+        return self._accumulate(lambda x, y: single(v, x, y).to(self.dtype), indices,
+                                (self.size,))
 
     def _matmat(self, V: torch.Tensor, indices: np.ndarray | None) -> torch.Tensor:
         Vt = V.to(device=self.device, dtype=self.dtype).T.contiguous()
+        self._settle(len(Vt))
+        block = self._strategies.block
+        return self._accumulate(lambda x, y: block(Vt, x, y).T.to(self.dtype), indices,
+                                tuple(V.shape))
 
-        def block(x: Any, y: Any) -> torch.Tensor:
-            return vmap(lambda t: self._hvp(t, x, y))(Vt).T
+    def gradient(self) -> torch.Tensor:
+        """The gradient of the mean loss over all samples, (1/N) sum_i grad loss_i (flat,
+        summed over the process group), by eager reverse mode over the same chunks as the
+        products: the baseline of the HVP / gradient cost ratio. Not charged to the meter."""
+        def chunk_grad(x: Any, y: Any) -> torch.Tensor:
+            theta = self.theta.detach().requires_grad_(True)
+            with torch.enable_grad():
+                return torch.autograd.grad(self._loss(theta, x, y), theta)[0]
 
-        return self._accumulate(block, indices, tuple(V.shape))
+        return self._accumulate(chunk_grad, None, (self.size,))
+
+    def product_setup(self) -> dict[str, Any]:
+        """The HVP strategy asked and chosen, with the candidates timed (JSON values)."""
+        return {**self._strategies.setup(), "precision": self._precision or str(self.dtype).replace("torch.", "")}
+
+    def reduced_precision(self, precision: str) -> HessianOperator:
+        """This operator with products in ``"bf16"`` (bfloat16 autocast, CPU or CUDA) or
+        ``"tf32"`` (TF32 matmuls and convolutions, CUDA only), sharing its meter, weights and
+        data; vectors in and out stay in ``dtype``. The strategy is chosen anew (timed under
+        the reduced precision) when ``auto``."""
+        check_precision(precision, self.device)
+        reduced = copy.copy(self)  # shares meter, data, weights and process group
+        reduced._precision = precision
+        reduced._strategies = self._strategies.fresh(reduced._loss)
+        return reduced
 
     def asarray(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, dtype=self.dtype, device=self.device)
@@ -364,29 +408,3 @@ class HessianOperator(HVPOperator):
     def shard(self) -> Shard | None:
         """This rank's place among the process group's samples (None: single process)."""
         return self._shard
-
-
-def _check_normalisation(model: torch.nn.Module, eval_mode: bool) -> None:
-    """Refuse layers that make the loss depend on the batching (batch statistics) or that
-    update running statistics in place during a product (torch.func cannot)."""
-    batch_stats, running = [], []
-    for name, m in model.named_modules():
-        tracks = bool(getattr(m, "track_running_stats", False))
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and (not eval_mode
-                                                                     or not tracks):
-            batch_stats.append(f"{name or 'model'} ({type(m).__name__})")
-        elif not eval_mode and tracks and getattr(m, "running_mean", None) is not None:
-            running.append(f"{name or 'model'} ({type(m).__name__})")
-    if batch_stats:
-        why = ("eval_mode=False" if not eval_mode else "track_running_stats=False")
-        raise InputError(
-            f"the model's BatchNorm layers {', '.join(batch_stats)} would normalise with batch "
-            f"statistics ({why}): the loss is then not a mean of per-sample losses and its "
-            "Hessian depends on how the data are split into batches; use eval_mode=True with "
-            "running statistics (track_running_stats=True, the default), or replace BatchNorm "
-            "by a per-sample normalisation (GroupNorm, LayerNorm)")
-    if running:
-        raise InputError(
-            f"the model's layers {', '.join(running)} update their running statistics in "
-            "place in train mode, which a Hessian-vector product cannot do; use "
-            "eval_mode=True (they then use the stored statistics)")
