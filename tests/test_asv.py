@@ -24,6 +24,9 @@ GRID = {
     "HESSBENCH_ASV_PROBLEMS": "quadratic-small,cifar10-resnet18",
     "HESSBENCH_ASV_SOLVERS": "lanczos,multifidelity-lanczos",
     "HESSBENCH_ASV_SEEDS": "0",
+    # compiling costs seconds to minutes (and torch 2.13's Inductor crashes on the quadratic)
+    "HESSBENCH_ASV_RATIO_PROBLEMS": "quadratic-small",
+    "HESSBENCH_ASV_RATIO_STRATEGIES": "auto,reverse-over-reverse",
 }
 
 
@@ -86,3 +89,5 @@ def test_asv_suites_run_without_error(tmp_path, _cache):
     assert value[("bench_accuracy.Accuracy.track_rel_error_max",
                   ("torch", "quadratic-small", "lanczos", "0"))] < 1e-2
     assert value[("bench_time.HVP.time_hvp", ("torch", "quadratic-small"))] > 0
+    ratio = value[("bench_speed.PassRatios.track_hvp_over_gradient", ("quadratic-small", "auto"))]
+    assert 0.3 < ratio < 100  # an HVP costs about 2-4 gradients; a wrong unit would not
