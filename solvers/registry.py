@@ -26,6 +26,7 @@ BUILTINS = {
     "chebyshev": "hessbench.solvers.chebyshev:ChebyshevFilter",
     "block-lanczos": "hessbench.solvers.block_lanczos:BlockLanczos",
     "multifidelity-lanczos": "hessbench.solvers.multifidelity:MultifidelityLanczos",
+    "lanczos-mixed": "hessbench.solvers.mixed_precision:MixedPrecisionLanczos",
 }
 
 
