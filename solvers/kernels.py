@@ -4,7 +4,7 @@
   :func:`column_norms`. Vector work stays in the operator's array type (torch, JAX, NumPy);
   small dense work (Gram matrices, tridiagonal eigenproblems) is float64 NumPy.
 - :class:`KrylovBasis`, an orthonormal basis q_0..q_{k-1} stored as rows of one array, and
-  :func:`append_orthonormal`, which adds a block of columns to it.
+  :func:`append_orthonormal`, which adds a block of columns to it (block Gram-Schmidt).
 - :func:`ends`, the ends ``"max"`` / ``"min"`` asked for by ``which``.
 - :func:`converged`, THE stopping rule of the Lanczos-family solvers (lanczos,
   thick-restart-lanczos, block-lanczos, multifidelity-lanczos): residual <= tol |theta|.
@@ -93,13 +93,19 @@ class KrylovBasis:
 
     def append(self, q: Any) -> None:
         """Add the unit vector q, orthogonal to the basis, as q_k."""
-        if self.k == self.Q.shape[0]:
+        self.append_columns(q[:, None])
+
+    def append_columns(self, V: Any) -> None:
+        """Add the orthonormal columns of V (n x m), orthogonal to the basis, as q_k..q_{k+m-1}
+        (one write of m rows)."""
+        m = V.shape[1]
+        while self.k + m > self.Q.shape[0]:
             self.Q = self.xp.concat([self.Q, self.xp.zeros_like(self.Q)], axis=0)
         if is_writeable_array(self.Q):
-            self.Q[self.k, ...] = q
+            self.Q[self.k:self.k + m, ...] = V.T
         else:
-            self.Q = self.Q.at[self.k].set(q)
-        self.k += 1
+            self.Q = self.Q.at[self.k:self.k + m].set(V.T)
+        self.k += m
 
     def reset(self, rows: Any) -> None:
         """Replace the basis by ``rows`` (orthonormal, as rows), e.g. at a thick restart."""
@@ -108,16 +114,18 @@ class KrylovBasis:
         for i in range(rows.shape[0]):
             self.append(rows[i, ...])
 
-    def orthogonalize(self, w: Any) -> Any:
-        """w - Q^T (Q w), twice (two Gram-Schmidt passes).
+    def orthogonalize(self, w: Any, passes: int = 2) -> Any:
+        """w - Q^T (Q w), twice (two classical Gram-Schmidt passes; ``passes=1`` where w is
+        already orthogonal to the basis but for rounding), for a vector w or a block W (n x b)
+        at once (two matrix products per pass: BLAS-3).
 
         Projects on the first 2^ceil(log2 k) rows (the rows past k are zero): at most twice
         the work, and O(log k) distinct shapes, so JAX compiles O(log k) kernels, not k."""
         if self.k == 0:
             return w
         Qk = self.Q[: min(self.Q.shape[0], 1 << (self.k - 1).bit_length()), ...]
-        for _ in range(2):
-            w = w - (Qk @ w) @ Qk
+        for _ in range(passes):
+            w = w - ((Qk @ w) @ Qk if w.ndim == 1 else ((Qk @ w).T @ Qk).T)
         return w
 
     def combine(self, coeffs: np.ndarray) -> Any:
@@ -127,44 +135,45 @@ class KrylovBasis:
         return c @ self.Q[: len(coeffs), ...]
 
 
-def _orthonormal_remainder(basis: KrylovBasis, w: Any, scale: float) -> Any | None:
-    """w minus its projection on the basis, normalised; None if numerically in the span.
-
-    Two Gram-Schmidt passes, and two more after a cancellation of more than 1e4 (the
-    orthogonality of w/||w|| is then only about eps ||w_0|| / ||w||).
-    """
-    xp = array_namespace(w)
-    ref = norm(w)
-    w = basis.orthogonalize(w)
-    r = norm(w)
-    if r <= 100 * xp.finfo(w.dtype).eps * max(ref, scale):
-        return None
-    w = w / r
-    if r < 1e-4 * ref:
-        w = basis.orthogonalize(w)
-        w = w / norm(w)
-    return w
-
-
 def append_orthonormal(basis: KrylovBasis, W: Any, random_vector: Callable[[], Any],
-                       scale: float = 0.0) -> int:
-    """Append the columns of W (n x b) to the orthonormal basis, orthogonalised one by one.
+                       scale: float = 0.0, passes: int = 2) -> int:
+    """Append the columns of W (n x b) to the orthonormal basis; returns how many were replaced.
 
-    A column numerically in the span of the basis (remainder at most 100 eps max(||w||, scale))
-    is replaced by a random unit vector orthogonal to it. Nothing is appended once the basis
-    spans the whole space. Returns the number of columns replaced.
+    W minus its projection on the basis is formed for the whole block at once (two passes of
+    block classical Gram-Schmidt: four matrix products; one pass with ``passes=1``, for a W
+    whose large components along the basis the caller has already removed, as block Lanczos
+    does with its last two blocks), then the columns are orthonormalised
+    among themselves in order (two passes against the new columns before them). A column whose
+    remainder is at most 100 eps max(||w||, scale) is numerically in the span: it is replaced by
+    a random unit vector orthogonal to the basis and the new columns. A column that cancelled
+    by more than 1e4 (remainder < 1e-4 ||w||, so w/||w|| is only about eps ||w_0|| / ||w||
+    orthogonal) is orthogonalised once more against both. Nothing is appended once the basis
+    spans the whole space.
     """
+    xp = array_namespace(W)
+    eps = float(xp.finfo(W.dtype).eps)
+    ref = column_norms(W)
+    V = basis.orthogonalize(W, passes)
+    block = KrylovBasis(W[:, 0], capacity=W.shape[1])
     replaced = 0
     for i in range(W.shape[1]):
-        if basis.k >= basis.n:
+        if basis.k + block.k >= basis.n:
             break
-        q = _orthonormal_remainder(basis, W[:, i], scale)
-        if q is None:
+        v = block.orthogonalize(V[:, i])
+        r = norm(v)
+        if r <= 100 * eps * max(ref[i], scale):
             replaced += 1
-            q = _orthonormal_remainder(basis, random_vector(), 0.0)
-            if q is None:  # pragma: no cover - a random vector in the span: probability 0
+            z = random_vector()
+            v = block.orthogonalize(basis.orthogonalize(z))
+            r = norm(v)
+            if r <= 100 * eps * norm(z):  # pragma: no cover - random vector in the span
                 continue
-        basis.append(q)
+        elif r < 1e-4 * ref[i]:
+            v = block.orthogonalize(basis.orthogonalize(v / r))
+            r = norm(v)
+        block.append(v / r)
+    if block.k:
+        basis.append_columns(block.rows().T)
     return replaced
 
 
@@ -228,13 +237,14 @@ def ritz_ends(theta: np.ndarray, S: np.ndarray, beta: float) -> dict[str, RitzEn
 # -- the Lanczos process ----------------------------------------------------------------------
 
 
-def lanczos_step(run: Run, basis: KrylovBasis, q: Any, indices: np.ndarray | None = None
-                 ) -> tuple[float, Any, float]:
+def lanczos_step(run: Run, basis: KrylovBasis, q: Any, indices: np.ndarray | None = None,
+                 product: Any = None) -> tuple[float, Any, float]:
     """One Lanczos step from the newest basis vector q (one HVP, charged to ``run``):
-    w = H q (H_S q for ``indices``), alpha = q^T w, w <- w minus its projection on the basis
-    (full reorthogonalisation, which also removes alpha q + beta_prev q_prev), beta = ||w||.
+    w = H q (H_S q for ``indices``; or ``product`` when the caller already has it), alpha =
+    q^T w, w <- w minus its projection on the basis (full reorthogonalisation, which also
+    removes alpha q + beta_prev q_prev), beta = ||w||.
     Returns (alpha, w, beta); the next basis vector is w / beta unless :func:`invariant`."""
-    w = run.matvec(q, indices)
+    w = run.matvec(q, indices) if product is None else product
     alpha = dot(q, w)
     w = basis.orthogonalize(w)
     return alpha, w, norm(w)
@@ -267,22 +277,25 @@ class LanczosState:
 
 
 def lanczos_steps(run: Run, q: Any, max_steps: int, indices: np.ndarray | None = None,
-                  publish: tuple[str, ...] = ("max", "min"), capacity: int | None = None
-                  ) -> Iterator[LanczosState]:
+                  publish: tuple[str, ...] = ("max", "min"), capacity: int | None = None,
+                  first: Any = None) -> Iterator[LanczosState]:
     """Full-reorthogonalisation Lanczos on H (or on the fixed mini-batch H_S for ``indices``)
     from the start vector ``q``, at most min(max_steps, n) steps. After step j, T_j (diagonal
     alphas, off-diagonal betas) is eigendecomposed (``eigh_tridiagonal``); the Ritz estimates of
     the ends in ``publish`` (none for ``()``) are published, a trace row is recorded and the state
     is yielded. On a breakdown (:func:`invariant`) the residuals are published as 0 and the
-    iteration ends. ``capacity``: rows of the basis array (default min(max_steps + 1, 64))."""
-    q = q / norm(q)
+    iteration ends. ``capacity``: rows of the basis array (default min(max_steps + 1, 64)).
+    ``first``: H q for the unit start vector q when the caller already paid for it (the
+    first step then makes no product)."""
+    if first is None:
+        q = q / norm(q)
     basis = KrylovBasis(q, capacity=min(max_steps + 1, 64) if capacity is None else capacity)
     basis.append(q)
     alphas: list[float] = []
     betas: list[float] = []
     steps = min(max_steps, run.op.size)
     for j in range(steps):
-        alpha, w, beta = lanczos_step(run, basis, q, indices)
+        alpha, w, beta = lanczos_step(run, basis, q, indices, first if j == 0 else None)
         alphas.append(alpha)
         theta, S = eigh_tridiagonal(np.asarray(alphas), np.asarray(betas))
         ritz = ritz_ends(theta, S, beta)
