@@ -26,6 +26,10 @@ from hessbench.validate import check_grid, check_output_dir, check_output_file
 
 DEMO_PROBLEMS = ("quadratic", "digits-mlp", "digits-cnn")
 DEMO_SOLVERS = ("lanczos", "power", "arpack")
+#: slow baselines that run to their step limit on the digits problems (power: 2 x 1,000
+#: steps, ~95 of a cached demo's 130 s): the demo gives them a smaller data-pass budget
+DEMO_BASELINES = ("power",)
+DEMO_BASELINE_PASSES = 200.0
 DEVICES_HELP = ("JAX backend: shard each product over all (or K) devices of --device's kind; "
                 "the torch backend scales over processes: torchrun --nproc-per-node K -m "
                 "hessbench ...")
@@ -177,9 +181,20 @@ def _fmt(x: Any, spec: str = ".4g") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _status(r: RunRecord) -> str:
+    """The status, with the limits of a budget that stopped the run (``budget (200 passes)``)."""
+    if r.status != "budget" or not r.budget:
+        return r.status
+    units = {"max_passes": "passes", "max_seconds": "s", "max_hvps": "HVPs"}
+    return f"budget ({', '.join(f'{v:g} {units.get(k, k)}' for k, v in r.budget.items())})"
+
+
 def _table(records: list[RunRecord]) -> str:
+    """One line per run: answers, their relative errors, data passes, seconds of the solve
+    and, apart, of the untimed warm-up before it."""
     head = (f"{'problem':18s} {'solver':9s} {'lambda_max':>11s} {'err':>8s} {'lambda_min':>11s} "
-            f"{'err':>8s} {'passes':>7s} {'passes@1%':>9s} {'seconds':>8s}  status")
+            f"{'err':>8s} {'passes':>7s} {'passes@1%':>9s} {'seconds':>8s} {'warm-up s':>9s}"
+            "  status")
     lines = [head, "-" * len(head)]
     for r in records:
         e, c = r.errors, r.cost("both", 0.01)
@@ -187,8 +202,30 @@ def _table(records: list[RunRecord]) -> str:
             f"{r.problem:18s} {r.solver:9s} {_fmt(r.lambda_max):>11s} "
             f"{_fmt(e.rel_error_max, '.1e'):>8s} {_fmt(r.lambda_min):>11s} "
             f"{_fmt(e.rel_error_min, '.1e'):>8s} {_fmt(r.data_passes, '.0f'):>7s} "
-            f"{_fmt(c.data_passes, '.0f'):>9s} {_fmt(r.seconds, '.2f'):>8s}  {r.status}")
+            f"{_fmt(c.data_passes, '.0f'):>9s} {_fmt(r.seconds, '.2f'):>8s} "
+            f"{_fmt(r.warmup_seconds, '.2f'):>9s}  {_status(r)}")
     return "\n".join(lines)
+
+
+def _demo_budget(solver: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The demo's budget for ``solver``: ``--max-passes``, and at most ``--baseline-passes``
+    for the slow baselines (:data:`DEMO_BASELINES`)."""
+    passes = args.max_passes
+    if solver in DEMO_BASELINES:
+        passes = min(passes, args.baseline_passes)
+    return {"max_passes": passes}
+
+
+def _reference_line(name: str, ref: dict[str, Any]) -> str:
+    """``name: reference (method) lambda_max=... lambda_min=...`` and, unless exact, the
+    relative error bound its residuals certify (some eigenvalue within r of each value)."""
+    line = (f"{name}: reference ({ref['method']}) lambda_max={ref['lambda_max']:.6g} "
+            f"lambda_min={ref['lambda_min']:.6g}")
+    if ref["method"] == "exact":
+        return line
+    bound = max(abs(float(ref.get(f"residual_{e}") or 0.0)) / abs(ref[f"lambda_{e}"])
+                for e in ("max", "min"))
+    return f"{line}, residuals within {bound:.1e} x |lambda|"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -196,24 +233,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from hessbench.reference import compute_reference
     from hessbench.runner import run_one
 
-    budget = {"max_passes": args.max_passes}
-    check_grid(args.problems, args.solvers, [args.seed], budget=budget)  # before any work
+    check_grid(args.problems, args.solvers, [args.seed],  # every name, before any work
+               budget={"max_passes": args.max_passes})
+    baselines = [s for s in args.solvers if s in DEMO_BASELINES]
+    if baselines:
+        check_grid(args.problems, baselines, [args.seed],
+                   budget={"max_passes": args.baseline_passes})
     out = check_output_dir(args.output)
     _use_threads(args)
     records = []
     for name in args.problems:
-        ref = compute_reference(problems.get(name), progress=not args.quiet)
-        print(f"{name}: reference ({ref['method']}) lambda_max={ref['lambda_max']:.6g} "
-              f"lambda_min={ref['lambda_min']:.6g}", flush=True)
+        ref = compute_reference(problems.get(name), progress=not args.quiet, cheapest=True)
+        print(_reference_line(name, ref), flush=True)
         for solver in args.solvers:
-            record = run_one(name, solver, seed=args.seed, budget=budget,
-                             progress=not args.quiet, command=args.command_line)
+            record = run_one(name, solver, seed=args.seed, budget=_demo_budget(solver, args),
+                             progress=not args.quiet, command=args.command_line,
+                             cheapest_reference=True)
             record.write(out / f"{name}_{solver}_seed{args.seed}.json")
             records.append(record)
     print()
     print(_table(records))
-    print(f"\nerr: relative error of the self-stopped answer; passes@1%: data passes until both "
-          f"ends stayed within 1%; run records in {out}/")
+    print("\nerr: relative error of the self-stopped answer; passes@1%: data passes until both "
+          "ends stayed within 1%; seconds: the solve; warm-up s: the untimed first products "
+          "before it (one-off setup); budget (N passes): stopped there, not converged.")
+    if baselines and args.baseline_passes < args.max_passes:
+        print(f"{', '.join(baselines)}: a baseline given at most {args.baseline_passes:g} data "
+              f"passes in the demo (--baseline-passes; the others {args.max_passes:g}).")
+    print(f"References: exact, or certified (dense float64, or float64 Lanczos from two seeds "
+          f"with computed residual bounds, shown above). Run records in {out}/")
     return 0
 
 
@@ -318,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solvers", nargs="+", default=list(DEMO_SOLVERS))
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--max-passes", type=float, default=2000)
+    p.add_argument("--baseline-passes", type=float, default=DEMO_BASELINE_PASSES,
+                   help=f"data-pass budget of the slow baselines ({', '.join(DEMO_BASELINES)}; "
+                   f"default {DEMO_BASELINE_PASSES:g})")
     p.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
     p.add_argument("-o", "--output", default="results/demo")
     p.add_argument("-q", "--quiet", action="store_true")

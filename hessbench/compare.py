@@ -266,5 +266,6 @@ def write_summary(runs: Sequence[RunRecord], output: str | Path, *,
                  "data passes until the estimate came within relative error eps of the "
                  "reference and stayed there; (k/n) when only k of n seeds got there. "
                  "Self-stopped success: converged by the solver's own rule and within "
-                 f"{SUCCESS_EPS:g} relative error on both ends.\n\n" + table)
+                 f"{SUCCESS_EPS:g} relative error on both ends. Seconds are the solves' own; "
+                 "the untimed warm-up before each solve is the last column.\n\n" + table)
     return table

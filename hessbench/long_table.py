@@ -5,8 +5,10 @@ rows by grouping (never by parsing text). A row holds the cost at which the esti
 ``end`` ("max", "min" or "both") came within relative error ``eps`` of the reference and stayed
 there (None: never), the self-stopped answer's relative error at that end ("both": the larger
 over the asked ends) and whether that answer succeeded: converged by the solver's own rule and
-within ``eps`` on that end ("both": every asked end). It is written as CSV next to a report's
-figures, so a reader can re-plot without rerunning.
+within ``eps`` on that end ("both": every asked end). Seconds are the solve's; the run's
+untimed warm-up before it (:attr:`hessbench.records.RunRecord.warmup`) is ``warmup_seconds``,
+the same on every row of a run (empty for records without it). It is written as CSV next to a
+report's figures, so a reader can re-plot without rerunning.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class ResultRow:
     converged: bool
     status: str
     passes_used: float | None
+    warmup_seconds: float | None = None
 
 
 def rows_of(run: RunRecord, epsilons: Iterable[float] = EPSILONS) -> list[ResultRow]:
@@ -54,7 +57,8 @@ def rows_of(run: RunRecord, epsilons: Iterable[float] = EPSILONS) -> list[Result
                 end=end, eps=eps, data_passes=cost.data_passes, seconds=cost.seconds,
                 hvp_calls=cost.hvp_calls, self_stopped_error=run.answer_error(end),
                 success=run.succeeded(end, eps),
-                converged=run.converged, status=run.status, passes_used=run.data_passes))
+                converged=run.converged, status=run.status, passes_used=run.data_passes,
+                warmup_seconds=run.warmup_seconds))
     return out
 
 
@@ -83,7 +87,8 @@ def write_csv(rows: Iterable[ResultRow], path: str | Path) -> Path:
 def read_csv(path: str | Path) -> list[ResultRow]:
     """The rows of a CSV written by :func:`write_csv`."""
     numbers = {"seed": int, "eps": float, "data_passes": float, "seconds": float,
-               "hvp_calls": int, "self_stopped_error": float, "passes_used": float}
+               "hvp_calls": int, "self_stopped_error": float, "passes_used": float,
+               "warmup_seconds": float}
 
     def value(column: str, text: str) -> Any:
         if column in ("success", "converged"):

@@ -110,7 +110,13 @@ class RunRecord:
     :data:`DEFAULT_DEVICE` when none), which ``compare`` matches to reuse a run; it is ``""``
     in records written before it was recorded (such runs are rerun, not guessed).
     ``processes`` and ``devices`` say how many processes (torchrun ranks) and devices (over all
-    processes) computed each product together (1 and 1 on one device)."""
+    processes) computed each product together (1 and 1 on one device).
+
+    ``seconds`` (and the trace's) are the solve's alone. ``warmup`` is the operator's untimed
+    warm-up just before the solve (:meth:`hessbench.backends.base.HVPOperator.warm_up`):
+    ``seconds`` (wall seconds), ``block`` (the block width warmed up, or None) and the
+    operator's product setup; ``{}`` in records written before it was recorded. It is an
+    outcome, not part of a run's identity (``compare`` reuses a run whatever it holds)."""
 
     problem: str
     solver: str
@@ -146,6 +152,7 @@ class RunRecord:
     data_passes: float | None = None
     hvp_calls: int | None = None
     seconds: float | None = None
+    warmup: dict[str, Any] = field(default_factory=dict)
     reference: Reference | None = None
     errors: AnswerErrors = field(default_factory=AnswerErrors)
     cost_to_eps: list[CostToEps] = field(default_factory=list)
@@ -157,6 +164,13 @@ class RunRecord:
     def raised(self) -> bool:
         """The run raised an exception (no answer)."""
         return self.status == "error"
+
+    @property
+    def warmup_seconds(self) -> float | None:
+        """Wall seconds of the untimed warm-up before the solve (None: not recorded)."""
+        value = self.warmup.get("seconds")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else None
 
     def asked_ends(self) -> tuple[str, ...]:
         return ends(self.which)

@@ -33,13 +33,23 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
+def warm_up_block(solver: Any, size: int | None = None) -> int | None:
+    """The block width ``solver`` multiplies through ``op.matmat``, for ``op.warm_up``: its
+    ``block_size`` option (``block-lanczos``, ``lobpcg``, ``chebyshev``), capped at the
+    operator's ``size`` as the solvers cap it; None for single-vector solvers."""
+    block = getattr(solver, "block_size", None)
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        return None
+    return block if size is None else min(block, size)
+
+
 def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
             which: str = "both", tol: float = 1e-3, budget: dict[str, Any] | None = None,
             dtype: str | None = None, device: str | None = None,
             problem_options: dict[str, Any] | None = None,
             solver_options: dict[str, Any] | None = None, progress: bool = True,
             command: Sequence[str] = (), devices: str | int | None = None,
-            process_group: Any = None) -> RunRecord:
+            process_group: Any = None, cheapest_reference: bool = False) -> RunRecord:
     """Solve ``problem`` with ``solver`` from ``seed``; the record holds the effective solver
     options (defaults included), the answer, its errors against the certified reference and
     the cost to reach each eps. ``command`` is the command line that asked for the run.
@@ -52,17 +62,26 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
     ``process_group`` (a ``torch.distributed`` group; every rank calls ``run_one`` with the
     same arguments): rank 0 computes the reference and shares it, each rank takes its shard of
     the samples, every rank returns the same record and only rank 0 shows progress
-    (:mod:`hessbench.distributed`)."""
+    (:mod:`hessbench.distributed`). ``cheapest_reference`` (the demo's choice) never forms a
+    dense Hessian for the reference (:func:`hessbench.reference.compute_reference`).
+
+    Before the solve, the operator is warmed up untimed (:meth:`HVPOperator.warm_up`: one
+    product, and one block of the solver's width for block solvers, see
+    :func:`warm_up_block`), so first-call allocation, compilation and the choice of a product
+    strategy are not charged to the solve's ``seconds``; the record's ``warmup`` holds what
+    it returned (its wall seconds, the block width and the operator's product setup)."""
     prob, slv = check_run(problem, solver, backend=backend, seed=seed, which=which, tol=tol,
                           budget=budget, dtype=dtype, device=device, devices=devices,
                           distributed=process_group is not None,
                           problem_options=problem_options, solver_options=solver_options)
     progress = progress and is_main(process_group)
-    computed = share(process_group, lambda: compute_reference(prob, progress=progress))
+    computed = share(process_group, lambda: compute_reference(
+        prob, progress=progress, cheapest=cheapest_reference))
     reference = Reference(float(computed["lambda_max"]), float(computed["lambda_min"]),
                           str(computed["method"]))
     op = prob.operator(backend, dtype=dtype, device=device, devices=devices,
                        process_group=process_group, progress=progress)
+    warmup = op.warm_up(block=warm_up_block(slv, op.size))  # untimed: one-off work, not the solve's
     result = slv.solve(op, which=which, seed=seed, budget=budget, progress=progress)
     answer = result.summary()
     return RunRecord(
@@ -79,6 +98,7 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
         **{k: answer[k] for k in ("lambda_max", "lambda_min", "converged", "status",
                                   "message", "data_passes", "hvp_calls", "seconds",
                                   "residual_max", "residual_min")},
+        warmup=dict(warmup),
         reference=reference,
         errors=answer_errors(answer["lambda_max"], answer["lambda_min"], reference),
         cost_to_eps=cost_to_eps(result.trace, reference),

@@ -5,7 +5,8 @@ and seconds until the estimate reached relative error eps and stayed there (for 
 lambda_min and both), with how many seeds reached it; a seed that never did counts as an
 infinite cost, so the median exists only when more than half the seeds got there. Also the
 success of the self-stopped answers: converged by the solver's own rule *and* within
-``SUCCESS_EPS`` on every asked end. Runs that raised are counted, not summarised.
+``SUCCESS_EPS`` on every asked end, and the median seconds of the runs' untimed warm-ups
+(kept out of every seconds figure). Runs that raised are counted, not summarised.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class SummaryRow:
     success_rate: float
     median_passes_used: float | None
     costs: list[CostStats] = field(default_factory=list)
+    median_warmup_seconds: float | None = None
 
     def stats(self, unit: str, end: str, eps: float) -> Stats:
         for c in self.costs:
@@ -105,11 +107,13 @@ def summarise(rows: Iterable[ResultRow], problem_order: Sequence[str] = (),
         success = sum(r.success for r in group
                       if r.end == "both" and r.eps == SUCCESS_EPS and r.status != "error")
         used = [r.passes_used for r in ok if r.passes_used is not None]
+        warm = [r.warmup_seconds for r in ok if r.warmup_seconds is not None]
         out.append(SummaryRow(
             problem=key[0], backend=key[1], solver=key[2], seeds=len(runs),
             errors=len(runs) - len(ok), converged=sum(r.converged for r in ok),
             success=success, success_rate=success / len(runs),
-            median_passes_used=float(np.median(used)) if used else None, costs=costs))
+            median_passes_used=float(np.median(used)) if used else None, costs=costs,
+            median_warmup_seconds=float(np.median(warm)) if warm else None))
     return out
 
 

@@ -95,16 +95,15 @@ def prepare_problems() -> None:
             problems.get(name).torch_parts(progress=False)
 
 
-def operator(backend: str, problem: str) -> Any:
-    """The full-data Hessian operator, warmed up by one product (first-call overheads)."""
-    import numpy as np
-
+def operator(backend: str, problem: str, width: int | None = None) -> Any:
+    """The full-data Hessian operator, warmed up untimed as ``hessbench run`` does
+    (``op.warm_up``: one product, and one block of ``width`` vectors if given), so first-call
+    allocation, compilation and strategy choice stay out of the timed code."""
     from hessbench import problems
 
     require(backend, problem)
     op = problems.get(problem).operator(backend, device=device(backend), progress=False)
-    block(op.matvec(op.random_vector(np.random.default_rng(0))))
-    op.synchronize()
+    op.warm_up(block=None if width is None else min(width, op.size))
     return op
 
 

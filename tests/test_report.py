@@ -92,6 +92,15 @@ def test_report_writes_readme_html_tables_and_figures(run_dir, tmp_path):
     rows = json.loads((out / "summary.json").read_text())
     assert {r["solver"] for r in rows} == {"lanczos", "power", "broken"}
 
+    # the untimed warm-ups are shown apart from the seconds: median over seeds per solver
+    runs = [r for r in load_runs(run_dir) if not r.raised]
+    for row in rows:
+        warm = sorted(r.warmup["seconds"] for r in runs if r.solver == row["solver"])
+        assert row["median_warmup_seconds"] == (sum(warm) / 2 if warm else None)
+        if warm:
+            assert f"| {row['median_warmup_seconds']:.3g} |" in readme
+    assert readme.count("warm-up s (median)") == 2  # the passes and the seconds tables
+
 
 def test_runs_of_two_backends_are_summarised_apart(run_dir, tmp_path):
     """Records of the same problem on torch and JAX: one group per backend (registry order),

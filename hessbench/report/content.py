@@ -30,8 +30,9 @@ CONVERGENCE_CAPTION = (
     "final answer is held after it stopped; each solver is drawn up to the end of its longest "
     "run). Line: median over seeds; band: interquartile range (where most seeds have an "
     "estimate); dot: the self-stopped answers (median final cost, median final error). Dotted "
-    "lines: 10% and 1%. Seconds include each run's start-up (the first run of a process pays "
-    "one-off warm-up).")
+    "lines: 10% and 1%. Seconds are the solves' own: each operator was warmed up untimed "
+    "before its solve (first products, compilation, strategy choice; its seconds are the "
+    "tables' warm-up column).")
 PROFILE_CAPTION = (
     "Moré & Wild (2009) data profiles: for each budget of data passes, the fraction of "
     "(problem, seed) instances for which the solver's estimates of both λmax and λmin came "
@@ -169,7 +170,7 @@ def _setup(i: ReportInputs) -> list[Block]:
         ("long table", "`results.csv`: one row per run × end × eps (columns: "
                        "problem, backend, solver, seed, end, eps, data_passes, seconds, "
                        "hvp_calls, self_stopped_error, success, converged, status, "
-                       "passes_used)"),
+                       "passes_used, warmup_seconds)"),
     ]
     blocks: list[Block] = [Heading(2, "Setup"), Table(["setting", "value"],
                                                       [[k, v] for k, v in setup])]
@@ -207,7 +208,9 @@ def _results(i: ReportInputs) -> list[Block]:
                   "within relative error eps of the reference *and stayed there*; (k/n) when "
                   "only k of n seeds got there, `never` when none did. The **winner** per "
                   "problem has the least median data passes to 1% on both ends among solvers "
-                  "whose self-stopped answers succeeded for at least half the seeds."),
+                  "whose self-stopped answers succeeded for at least half the seeds. Seconds "
+                  "are the solves' own; the untimed warm-up of the operator before each solve "
+                  "is the warm-up column."),
         Paragraph("Winners:"),
         BulletList([winner_line(part, group_label(p, b, several))
                     for p, b, part in groups(i.summary)]),

@@ -63,23 +63,33 @@ def _tables(rows: Sequence[SummaryRow], level: int, header: list[str], cells: An
     return out
 
 
+WARMUP_HEADER = "warm-up s (median)"
+
+
+def warmup_cell(row: SummaryRow) -> str:
+    """Median seconds of the untimed warm-up before each solve ("-": not recorded)."""
+    return "-" if row.median_warmup_seconds is None else f"{row.median_warmup_seconds:.3g}"
+
+
 def passes_tables(rows: Sequence[SummaryRow], level: int = 4,
                   eps_list: Sequence[float] = EPSILONS) -> list[Block]:
-    """Data passes to each eps on max / min / both, seconds to 1% on both, success."""
+    """Data passes to each eps on max / min / both, seconds to 1% on both, success, and the
+    warm-up's seconds (apart: not in any seconds figure)."""
     header = (["solver"] + [f"passes to {e:g}: max / min / both" for e in eps_list]
-              + ["seconds to 1%: both", "self-stopped success"])
+              + ["seconds to 1%: both", "self-stopped success", WARMUP_HEADER])
     return _tables(rows, level, header, lambda r: [
         " / ".join(cell(r.stats("data_passes", end, e), ".3g") for end in END_GROUPS)
         for e in eps_list] + [cell(r.stats("seconds", "both", 0.01), ".3g"),
-                              f"{r.success}/{r.seeds}"])
+                              f"{r.success}/{r.seeds}", warmup_cell(r)])
 
 
 def seconds_tables(rows: Sequence[SummaryRow], level: int = 4) -> list[Block]:
-    """Seconds to each eps on max / min / both."""
-    header = ["solver"] + [f"seconds to {e:g}: max / min / both" for e in EPSILONS]
+    """Seconds to each eps on max / min / both, and the warm-up's seconds apart."""
+    header = (["solver"] + [f"seconds to {e:g}: max / min / both" for e in EPSILONS]
+              + [WARMUP_HEADER])
     return _tables(rows, level, header, lambda r: [
         " / ".join(cell(r.stats("seconds", end, e), ".3g") for end in END_GROUPS)
-        for e in EPSILONS])
+        for e in EPSILONS] + [warmup_cell(r)])
 
 
 def self_stopped_tables(long_rows: Sequence[ResultRow], rows: Sequence[SummaryRow],
