@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import platform
 import socket
+import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from hessbench.backends.base import HVPOperator
 from hessbench.distributed import is_main, share
 from hessbench.metrics import answer_errors, cost_to_eps
 from hessbench.records import Reference, RunRecord, device_request
@@ -33,14 +35,34 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def warm_up_block(solver: Any, size: int | None = None) -> int | None:
-    """The block width ``solver`` multiplies through ``op.matmat``, for ``op.warm_up``: its
-    ``block_size`` option (``block-lanczos``, ``lobpcg``, ``chebyshev``), capped at the
-    operator's ``size`` as the solvers cap it; None for single-vector solvers."""
+def warm_up_blocks(solver: Any, size: int | None = None) -> tuple[int, ...]:
+    """The block widths ``solver`` multiplies through ``op.matmat``, to warm up before its
+    solve: its ``block_size`` option (``block-lanczos``, ``lobpcg``, ``chebyshev``) capped at
+    the operator's ``size`` as the solvers cap it; for ``block_size="auto"`` every width it
+    may time (its ``block_candidates`` attribute, else its module's ``CANDIDATES``, e.g.
+    ``hessbench.solvers.block_lanczos.CANDIDATES``), so that timing a width does not measure
+    that width's first call; ``()`` for single-vector solvers."""
     block = getattr(solver, "block_size", None)
-    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        return None
-    return block if size is None else min(block, size)
+    if block == "auto":
+        module = sys.modules.get(type(solver).__module__)
+        widths = tuple(getattr(solver, "block_candidates", None)
+                       or getattr(module, "CANDIDATES", ()))
+    else:
+        widths = (block,)
+    widths = tuple(w for w in widths if isinstance(w, int) and not isinstance(w, bool)
+                   and w >= 1)
+    return tuple(dict.fromkeys(w if size is None else min(w, size) for w in widths))
+
+
+def warm_up(op: HVPOperator, widths: Sequence[int] = ()) -> dict[str, Any]:
+    """``op.warm_up`` for one vector and each block width (one call per width, or one call
+    without a block): ``{"seconds": their total wall seconds, "block": the width, a list of
+    widths, or None, **op.product_setup()}`` as the last call returned it."""
+    calls = [op.warm_up(block=w) for w in widths] or [op.warm_up(block=None)]
+    out = dict(calls[-1])
+    out["seconds"] = float(sum(c.get("seconds", 0.0) for c in calls))
+    out["block"] = None if not widths else widths[0] if len(widths) == 1 else list(widths)
+    return out
 
 
 def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
@@ -66,10 +88,10 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
     dense Hessian for the reference (:func:`hessbench.reference.compute_reference`).
 
     Before the solve, the operator is warmed up untimed (:meth:`HVPOperator.warm_up`: one
-    product, and one block of the solver's width for block solvers, see
-    :func:`warm_up_block`), so first-call allocation, compilation and the choice of a product
-    strategy are not charged to the solve's ``seconds``; the record's ``warmup`` holds what
-    it returned (its wall seconds, the block width and the operator's product setup)."""
+    product, and one block of each width a block solver uses, see :func:`warm_up_blocks`),
+    so first-call allocation, compilation and the choice of a product strategy are not
+    charged to the solve's ``seconds``; the record's ``warmup`` holds what it returned (its
+    wall seconds, the block width(s) and the operator's product setup)."""
     prob, slv = check_run(problem, solver, backend=backend, seed=seed, which=which, tol=tol,
                           budget=budget, dtype=dtype, device=device, devices=devices,
                           distributed=process_group is not None,
@@ -81,7 +103,7 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
                           str(computed["method"]))
     op = prob.operator(backend, dtype=dtype, device=device, devices=devices,
                        process_group=process_group, progress=progress)
-    warmup = op.warm_up(block=warm_up_block(slv, op.size))  # untimed: one-off work, not the solve's
+    warmup = warm_up(op, warm_up_blocks(slv, op.size))  # untimed: not the solve's work
     result = slv.solve(op, which=which, seed=seed, budget=budget, progress=progress)
     answer = result.summary()
     return RunRecord(

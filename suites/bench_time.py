@@ -2,7 +2,7 @@
 
 Timed code ends with the operator's ``synchronize()`` (CUDA) and waits for JAX arrays
 (``block_until_ready``), so asynchronous devices are timed honestly. Operators are built and
-warmed up in ``setup`` by ``op.warm_up`` (one product, and one block of the width the timed
+warmed up in ``setup`` by ``op.warm_up`` (one product, and one block of each width the timed
 code multiplies: a block solver's ``block_size``, the ``matmat`` k), as ``hessbench run`` does;
 checkpoints are trained/loaded once in ``setup_cache``.
 """
@@ -36,10 +36,10 @@ class Solve:
 
     def setup(self, _ready: bool, backend: str, problem: str, solver: str) -> None:
         from hessbench import solvers
-        from hessbench.runner import warm_up_block
+        from hessbench.runner import warm_up_blocks
 
         self.solver = solvers.get(solver, tol=common.TOL)
-        self.op = common.operator(backend, problem, warm_up_block(self.solver))
+        self.op = common.operator(backend, problem, warm_up_blocks(self.solver))
         self.budget = solvers.Budget(**common.BUDGET)
 
     def time_solve(self, _ready: bool, backend: str, problem: str, solver: str) -> None:
@@ -84,7 +84,7 @@ class Matmat:
     warmup_time = 0.5
 
     def setup(self, _ready: bool, backend: str, problem: str, k: int) -> None:
-        self.op = common.operator(backend, problem, width=k)  # warms up the batched path
+        self.op = common.operator(backend, problem, (k,))  # warms up the batched path
         rng = np.random.default_rng(2)
         self.V = self.op.asarray(rng.standard_normal((self.op.size, k)))
 

@@ -95,15 +95,16 @@ def prepare_problems() -> None:
             problems.get(name).torch_parts(progress=False)
 
 
-def operator(backend: str, problem: str, width: int | None = None) -> Any:
+def operator(backend: str, problem: str, widths: tuple[int, ...] = ()) -> Any:
     """The full-data Hessian operator, warmed up untimed as ``hessbench run`` does
-    (``op.warm_up``: one product, and one block of ``width`` vectors if given), so first-call
-    allocation, compilation and strategy choice stay out of the timed code."""
+    (:func:`hessbench.runner.warm_up`: one product, and one block of each of ``widths``), so
+    first-call allocation, compilation and strategy choice stay out of the timed code."""
     from hessbench import problems
+    from hessbench.runner import warm_up
 
     require(backend, problem)
     op = problems.get(problem).operator(backend, device=device(backend), progress=False)
-    op.warm_up(block=None if width is None else min(width, op.size))
+    warm_up(op, tuple(dict.fromkeys(min(w, op.size) for w in widths)))
     return op
 
 

@@ -14,7 +14,7 @@ import pytest
 from hessbench.backends.base import HVPOperator
 from hessbench.compare import RunIdentity
 from hessbench.records import RunRecord, read_record
-from hessbench.runner import run_one, warm_up_block
+from hessbench.runner import run_one, warm_up_blocks
 from hessbench.solvers.base import Solver
 
 
@@ -79,7 +79,21 @@ def test_block_solvers_warm_up_their_block_width(events):
     assert record.hvp_calls == events[_at(events, "solve end")[0]][2] - events[w1][2]
 
 
-def test_warm_up_block_is_the_solvers_block_size_capped_at_the_operator():
+def test_block_size_auto_warms_up_every_width_it_may_time(events):
+    """block-lanczos with block_size="auto" times blocks of its CANDIDATES widths at the
+    start of its solve: each width is warmed up first, so no first call is timed."""
+    from hessbench.solvers.block_lanczos import CANDIDATES
+
+    record = run_one("quadratic-small", "block-lanczos", seed=0, budget={"max_passes": 30},
+                     solver_options={"block_size": "auto"}, progress=False)
+    (s0,) = _at(events, "solve start")
+    calls = [(events[j][2] - events[i][2]) for i, j in zip(_at(events, "warm_up start"),
+                                                           _at(events, "warm_up end"))]
+    assert calls == [1 + w for w in CANDIDATES] and max(_at(events, "warm_up end")) < s0
+    assert record.warmup["block"] == list(CANDIDATES)
+
+
+def test_warm_up_blocks_are_the_solvers_block_widths_capped_at_the_operator():
     class Single:
         pass
 
@@ -88,9 +102,11 @@ def test_warm_up_block_is_the_solvers_block_size_capped_at_the_operator():
 
     class Chosen:
         block_size = "auto"
+        block_candidates = (2, 4, 16)
 
-    assert warm_up_block(Single()) is None and warm_up_block(Chosen()) is None
-    assert warm_up_block(Blocked()) == 8 and warm_up_block(Blocked(), size=5) == 5
+    assert warm_up_blocks(Single()) == ()
+    assert warm_up_blocks(Blocked()) == (8,) and warm_up_blocks(Blocked(), size=5) == (5,)
+    assert warm_up_blocks(Chosen(), size=6) == (2, 4, 6)
 
 
 def test_the_record_keeps_the_warm_up_and_old_records_still_load(tmp_path, one_torch_thread):
