@@ -2,7 +2,7 @@
 certified with the operator's own products.
 
 A reduced-precision product is H~(v) = H v + e(v) with ||e(v)|| about eps_p ||H v||
-(bfloat16 autocast: eps_p ~ 1e-2 measured on the digits nets, see reports/cpu-precision).
+(bfloat16 autocast: eps_p ~ 1e-2 on the digits nets, 4e-2 on ResNet-20).
 e is neither linear nor symmetric, so nothing that Lanczos computes from H~ alone bounds the
 error of an eigenvalue of H. The solve therefore runs in three phases:
 
@@ -22,11 +22,12 @@ error of an eigenvalue of H. The solve therefore runs in three phases:
    ``refine=False`` the solve stops with status ``max_steps`` and a message quoting the
    failed certificate.
 
-Measured on the digits nets (float32, bf16 autocast; reports/cpu-precision): the certificate
-of lambda_max fails narrowly at tol=1e-3 (r/theta ~ 5e-3) and 2-3 refining steps fix it; that
-of lambda_min (|lambda_min| ~ 4e-3 lambda_max) fails by ~70x and refining takes about half
-the steps of a plain ``lanczos`` solve, although the full-precision Rayleigh quotient of the
-bf16 Ritz vector is within 0.3%: r <= tol |theta| cannot see that.
+Measured (reports/cpu-precision, tol=1e-3): the certificate of lambda_max fails narrowly
+(r/theta 2-5e-3 on the digits nets, 2e-2 on ResNet-20) and a few refining steps fix it; that
+of lambda_min (|lambda_min| ~ 0.2-0.5% of lambda_max) fails by 60-230x, and refining takes
+55% of the steps of a plain float32 ``lanczos`` solve, although the float32 Rayleigh quotient
+of the bf16 Ritz vector is within 0.1-0.3% on the digits nets: r <= tol |theta| cannot see
+that. On CPUs without bf16 instructions bf16 products are slower than float32 ones.
 
 Every product, reduced or not, is charged to the operator's meter (the reduced operator
 shares it), so data passes count all of them. The reduced operator is made and warmed up

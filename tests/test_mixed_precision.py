@@ -193,3 +193,33 @@ def test_torch_tf32_on_cpu_falls_back_or_raises(mlp, one_torch_thread):
     assert rel(r.lambda_max, eig[-1]) < 1e-3
     with pytest.raises(ValueError, match="precision='tf32'"):
         solvers.get("lanczos-mixed", precision="tf32", fallback="error").solve(op)
+
+
+def test_precision_study_script_on_a_quadratic(tmp_path, one_torch_thread):
+    """scripts/precision_study.py on quadratic-small (exact spectrum): float32 matches float64,
+    bf16 products carry a bfloat16-sized error, and the JSON holds every figure."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "precision_study.py"
+    spec = importlib.util.spec_from_file_location("precision_study", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    out = tmp_path / "study.json"
+    assert study.main(["--problems", "quadratic-small", "--seeds", "1", "--vectors", "1",
+                       "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["results"][0]
+    assert 1e-4 < res["product"]["rel_error"]["bf16"]["median"] < 5e-2
+    assert res["product"]["rel_error"]["float32"]["median"] < 1e-5
+    assert res["product"]["bf16_of_float64_operator_abs_diff"] == 0.0  # autocast skips float64
+    row = res["lanczos"][0]
+    for end in ("max", "min"):
+        assert row["float64"]["rel_error_vs_reference"][end] < 1e-5  # exact reference
+        assert row["float32"]["rel_error_vs_float64"][end] < 1e-5
+        cert = row["certificate"][end]
+        assert 0 < cert["rel_error"] < 1e-2 and cert["residual_over_value"] > 0
+    mixed = res["mixed"][0]["lanczos-mixed"]
+    assert mixed["converged"] and mixed["reduced_products"] > 0
+    assert max(mixed["rel_error"].values()) < 1e-2
+    assert "| quadratic-small |" in json.loads(out.read_text())["table"]
