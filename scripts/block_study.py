@@ -16,8 +16,8 @@ absolute seconds noisy, paired ratios less so.
 
     python scripts/block_study.py -o block_study.json
     python scripts/block_study.py --include-resnet --seeds 5 -o block_study.json
-    python scripts/block_study.py --problems digits-mlp --batch-size 128 \
-        --configs lanczos block-lanczos-auto block-lanczos-8
+    python scripts/block_study.py --batch-size 128 --strategy forward-over-reverse \
+        --configs lanczos block-lanczos-auto block-lanczos-4 block-lanczos-8
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-passes", type=float, default=1000.0, help="budget per solve")
     p.add_argument("--batch-size", type=int, default=None,
                    help="operator chunk size (default: the problem's)")
+    p.add_argument("--strategy", default=None,
+                   help="the torch operator's HVP strategy (default: its own, 'auto')")
     p.add_argument("--problem-option", action="append", default=[], metavar="KEY=VALUE",
                    help="option of every problem that takes it (a Python literal)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds of the cost probe")
@@ -85,9 +87,11 @@ def get_problem(name: str, options: list[str]) -> Any:
                                  if k in problems.options(name)})
 
 
-def build_operator(problem: Any, dtype: str, batch_size: int | None) -> Any:
-    """The problem's torch operator, with ``batch_size`` chunks when given (same Hessian)."""
-    if batch_size is None:
+def build_operator(problem: Any, dtype: str, batch_size: int | None,
+                   strategy: str | None) -> Any:
+    """The problem's torch operator; with ``batch_size`` chunks and the HVP ``strategy`` when
+    given (the same Hessian, computed differently)."""
+    if batch_size is None and strategy is None:
         return problem.operator("torch", dtype=dtype, progress=False)
     import torch
 
@@ -95,7 +99,9 @@ def build_operator(problem: Any, dtype: str, batch_size: int | None) -> Any:
 
     parts = problem.torch_parts(progress=False)
     return HessianOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
-                           batch_size=batch_size, dtype=getattr(torch, dtype))
+                           batch_size=batch_size or parts.batch_size,
+                           dtype=getattr(torch, dtype),
+                           **({"strategy": strategy} if strategy else {}))
 
 
 def warm_up(op: Any, widths: tuple[int, ...]) -> dict[str, Any]:
@@ -181,7 +187,7 @@ def study_problem(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     problem = get_problem(name, args.problem_option)
     ref = compute_reference(problem, progress=False)
-    op = build_operator(problem, args.dtype, args.batch_size)
+    op = build_operator(problem, args.dtype, args.batch_size, args.strategy)
     widths = tuple(sorted({*WIDTHS, *(CONFIGS[c][1].get("block_size") for c in args.configs
                                       if isinstance(CONFIGS[c][1].get("block_size"), int))}))
     setup = warm_up(op, widths)
@@ -234,7 +240,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         problems = {name: study_problem(name, args) for name in args.problems}
         settings = {"tol": args.tol, "dtype": args.dtype, "seeds": args.seeds,
                     "threads": args.threads, "max_passes": args.max_passes,
-                    "batch_size": args.batch_size, "problem_options": args.problem_option,
+                    "batch_size": args.batch_size, "strategy": args.strategy,
+                    "problem_options": args.problem_option,
                     "torch": torch.__version__, "load_before": load_before,
                     "load_after": [round(x, 2) for x in os.getloadavg()],
                     "wall_seconds": time.perf_counter() - t0}
