@@ -1,4 +1,5 @@
-"""JAX HVP operator: forward-over-reverse (``jax.jvp`` of ``jax.grad``), jit-compiled.
+"""JAX HVP operator: forward-over-reverse (``jax.jvp`` of ``jax.grad``), jit-compiled, or its
+tangent part alone on gradients linearized once (``strategy``).
 
 The contract (products, mini-batches, cost, errors) is :mod:`hessbench.backends.base`'s. The
 signature is JAX's idiom: ``loss_fn(params, batch)`` is a pure function differentiated in its
@@ -18,7 +19,15 @@ of |S| samples is cut into chunks of ``batch_size`` too (shapes ``batch_size`` a
 |S| mod batch_size), so a solver drawing batches of a fixed size compiles once more, and never
 again. Padding the last chunk with zero-weight samples would need per-sample losses; a
 user's ``loss_fn`` only promises the batch mean, so the operator caches shapes instead.
-``op.trace_count`` counts the traces (one per compiled shape and block width).
+``op.trace_count`` counts the traces (one per compiled shape and block width, and for the
+linearized strategy one per shape for the linearization and one per shape for the products).
+
+Strategies. ``strategy="auto"`` (the default) times forward-over-reverse against
+``"linearized"`` (each full-data chunk's gradient linearized once at theta, so a product runs
+only the tangent pass; its residuals stay in memory, within ``max_linearized_bytes``) on the
+first chunk at the first full-data product and keeps the faster that agrees; mini-batch
+products and device meshes always use forward-over-reverse
+(:mod:`hessbench.backends.jax_hvp`; ``op.product_setup()`` records the choice).
 
 float64 and ``jax_enable_x64``. JAX computes in float32 unless x64 is enabled, and a float64
 array produced inside a ``jax.enable_x64`` context is silently truncated to float32 by any
@@ -57,6 +66,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from hessbench.backends.base import HVPOperator
+from hessbench.backends.jax_hvp import DEFAULT_MAX_LINEARIZED_BYTES, Strategy, check_strategy
 
 __all__ = ["HessianOperator", "resolve_device", "x64_enabled"]
 
@@ -157,13 +167,20 @@ class HessianOperator(HVPOperator):
         devices: ``None`` (one device), ``"all"``, a count K or a list of ``jax.Device``: shard
             the samples over these devices (of ``device``'s platform) and sum each product
             across them, :class:`hessbench.backends.jax_sharded.SampleMesh` (``op.mesh``).
+        strategy: full-data products by ``"auto"`` (default: the faster of the two below that
+            agrees, timed on the first chunk), ``"forward-over-reverse"`` or ``"linearized"``
+            (:mod:`hessbench.backends.jax_hvp`).
+        max_linearized_bytes: residual memory allowed to ``"linearized"`` (estimated from the
+            first chunk; over it, ``auto`` does not try it and ``"linearized"`` raises).
     """
 
     def __init__(self, loss_fn: Callable[[Any, Batch], Any], params: Any, data: Batch, *,
                  batch_size: int = 256, dtype: Any = None, device: Any = None,
-                 check_deterministic: bool = True, devices: Any = None) -> None:
+                 check_deterministic: bool = True, devices: Any = None, strategy: str = "auto",
+                 max_linearized_bytes: int = DEFAULT_MAX_LINEARIZED_BYTES) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        check_strategy(strategy, max_linearized_bytes)
         if not callable(loss_fn):
             raise TypeError("loss_fn must be callable: loss_fn(params, (inputs, targets))")
         leaves = jax.tree.leaves(params)
@@ -213,6 +230,8 @@ class HessianOperator(HVPOperator):
             self._full_chunks = self._chunks(np.arange(self.num_samples))
             self._step = jax.jit(self._step_fn)
             self._block_step = jax.jit(self._block_step_fn)
+        self._strategy = Strategy(strategy, max_linearized_bytes, loss_fn, self._unravel,
+                                  on_trace=self._traced, sharded=self.mesh is not None)
         self._last: Any = None
         self._check_loss(1 if self.mesh else self._chunk)  # the mesh takes batches of one
         if check_deterministic:
@@ -237,14 +256,15 @@ class HessianOperator(HVPOperator):
         """Spread the samples over ``devices`` (:mod:`hessbench.backends.jax_sharded`)."""
         from hessbench.backends.jax_sharded import SampleMesh
 
-        def traced() -> None:
-            self.trace_count += 1
         self.mesh = SampleMesh(devices, loss_fn=self.loss_fn, unravel=self._unravel,
                                num_samples=self.num_samples, batch_size=self.batch_size,
-                               dtype=self.dtype, on_trace=traced)
+                               dtype=self.dtype, on_trace=self._traced)
         self._data = self.mesh.place((inputs, targets))
         self._theta_mesh = self.mesh.replicate(self.theta)
         self._step, self._block_step = self.mesh.step, self.mesh.block_step
+
+    def _traced(self) -> None:
+        self.trace_count += 1  # called while tracing: once per compiled shape, not per call
 
     def _indices(self, idx: np.ndarray) -> jax.Array:
         return jax.device_put(np.asarray(idx, dtype=np.int32), self.device)
@@ -302,11 +322,11 @@ class HessianOperator(HVPOperator):
         return jax.jvp(grad, (theta,), (v,))[1]
 
     def _step_fn(self, acc, weight, theta, v, data, idx):
-        self.trace_count += 1  # runs once per trace (= per compiled shape), not per call
+        self._traced()
         return acc + weight * self._hvp(theta, v, data, idx)
 
     def _block_step_fn(self, acc, weight, theta, V, data, idx):
-        self.trace_count += 1
+        self._traced()
         hvps = jax.vmap(lambda t: self._hvp(theta, t, data, idx), in_axes=1, out_axes=1)(V)
         return acc + weight * hvps
 
@@ -328,9 +348,16 @@ class HessianOperator(HVPOperator):
             if self.mesh is not None:
                 out = self.mesh.accumulate(step, self._theta_mesh, x, self._data, indices)
             else:
-                out = jnp.zeros(x.shape, dtype=self.dtype, device=self.device)
-                for idx, weight in self._chunks(indices):
-                    out = step(out, weight, self.theta, x, self._data, idx)
+                full = indices is None
+                if full:
+                    self._strategy.settle(self._step, self.theta, self._data,
+                                          self._full_chunks, self.num_samples)
+                if full and self._strategy.chosen == "linearized":
+                    out = self._strategy.product(x, self.theta, self._data, self._full_chunks)
+                else:
+                    out = jnp.zeros(x.shape, dtype=self.dtype, device=self.device)
+                    for idx, weight in self._chunks(indices):
+                        out = step(out, weight, self.theta, x, self._data, idx)
         self._last = out
         return out
 
@@ -355,6 +382,11 @@ class HessianOperator(HVPOperator):
                    else type(loss).__name__)
             raise ValueError(f"loss_fn must return a scalar floating array (the batch-mean "
                              f"loss), got {got}; take the mean over the batch")
+
+    def product_setup(self) -> dict[str, Any]:
+        """The strategy asked and chosen for full-data products, the candidates timed, and the
+        linearized residuals' bytes (JSON values)."""
+        return self._strategy.setup()
 
     def synchronize(self) -> None:
         if self._last is not None:

@@ -344,8 +344,9 @@ class HessianOperator(HVPOperator):
         """This operator with products in ``"bf16"`` (bfloat16 autocast, CPU or CUDA) or
         ``"tf32"`` (TF32 matmuls and convolutions, CUDA only), sharing its meter, weights and
         data; vectors in and out stay in ``dtype``. The strategy is chosen anew (timed under
-        the reduced precision) when ``auto``."""
-        check_precision(precision, self.device)
+        the reduced precision) when ``auto``. A float64 operator refuses (``ValueError``): both
+        act on float32 arithmetic only."""
+        check_precision(precision, self.device, self.dtype)
         reduced = copy.copy(self)  # shares meter, data, weights and process group
         reduced._precision = precision
         reduced._strategies = self._strategies.fresh(reduced._loss)

@@ -87,11 +87,17 @@ class Choice:
 PRECISIONS = ("bf16", "tf32")
 
 
-def check_precision(precision: str, device: torch.device) -> None:
+def check_precision(precision: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Raise ``ValueError`` unless ``precision`` would change products in ``dtype`` on
+    ``device``: bf16 autocast and TF32 act on float32 arithmetic only (float64 stays float64)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if precision == "tf32" and device.type != "cuda":
         raise ValueError(f"TF32 products need a CUDA device; this operator runs on {device}")
+    if dtype != torch.float32:
+        raise ValueError(f"{precision} products change float32 arithmetic only; this operator "
+                         f"computes in {str(dtype).removeprefix('torch.')}, which they would "
+                         f"leave as it is: build the operator with dtype=torch.float32")
 
 
 @contextlib.contextmanager

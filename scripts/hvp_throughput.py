@@ -10,6 +10,13 @@ torch's float64 product of the same vector.
     python scripts/hvp_throughput.py --resnet-epochs 1     # a quicker-trained ResNet checkpoint
     python scripts/hvp_throughput.py --problems digits-mlp --repeats 9 --torch-threads 1
     python scripts/hvp_throughput.py --json results/cmp/throughput.json   # for hessbench report
+    python scripts/hvp_throughput.py --problems synthetic-cifar-resnet20 --torch-threads 1 \
+        --jax-variants auto/NHWC forward-over-reverse/NCHW forward-over-reverse/NHWC linearized/NHWC
+
+Both operators use their defaults (torch ``strategy="auto"``; JAX ``strategy="auto"`` with
+channels-last activations); ``--jax-variants STRATEGY/LAYOUT ...`` times further JAX operators
+(:mod:`hessbench.backends.jax_hvp`, :func:`hessbench.jax_models.from_torch`) against the same
+torch operator, one after the other (the first listed is reported as ``jax``).
 
 Checkpoints come from the problems' caches ($HESSBENCH_CACHE); a missing one is trained first
 (the default synthetic-cifar-resnet20 takes minutes on a CPU). Timings are wall-clock with the
@@ -68,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                         "problem's 30); the weights, not the cost of an HVP, change")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch.set_num_threads (default: torch's own choice)")
+    p.add_argument("--jax-variants", nargs="+", default=["auto/NHWC"], metavar="STRATEGY/LAYOUT",
+                   help="JAX operators to time (default: auto/NHWC, the operator's default)")
     p.add_argument("--json", metavar="PATH", help="also write the measurements as the "
                    "throughput.json that `hessbench report` reads (put it in the RUN_DIR)")
     args = p.parse_args(argv)
@@ -85,58 +94,71 @@ def main(argv: list[str] | None = None) -> int:
           f"({torch.get_num_threads()} threads), jax {jax.__version__} on {jax.devices()[0]}; "
           f"{args.dtype}, chunks of {args.batch_size}, median of {args.repeats} after "
           f"{args.warmup} warm-up products")
+    variants = [tuple(v.split("/")) for v in args.jax_variants]
+    if any(len(v) != 2 for v in variants):
+        p.error("--jax-variants takes STRATEGY/LAYOUT, e.g. linearized/NHWC")
+    names = ["jax"] + [f"jax:{s}/{lay}" for s, lay in variants[1:]]
     rows = []
     for name in args.problems:
         prob = problem(name, args.resnet_epochs)
         parts = prob.torch_parts(progress=True)
-        top = TorchOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
-                            batch_size=args.batch_size, dtype=getattr(torch, args.dtype))
-        jop = operator_from_parts(parts, dtype=args.dtype, batch_size=args.batch_size)
-        v = np.random.default_rng(0).standard_normal(top.size)
-        truth = TorchOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
-                              batch_size=args.batch_size, dtype=torch.float64)
-        hv = truth.matvec(truth.asarray(v)).numpy()
-        rel = {k: float(np.linalg.norm(np.asarray(out, dtype=np.float64) - hv)
-                        / np.linalg.norm(hv))
-               for k, out in (("torch", top.matvec(top.asarray(v)).double().numpy()),
-                              ("jax", jop.matvec(jop.asarray(v))))}
-        # fresh operators so that the first timed call includes the compile
-        top = TorchOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
-                            batch_size=args.batch_size, dtype=getattr(torch, args.dtype))
-        jop = operator_from_parts(parts, dtype=args.dtype, batch_size=args.batch_size)
-        jax.clear_caches()
-        res = {"torch": measure(top, top.asarray(v), args.warmup, args.repeats),
-               "jax": measure(jop, jop.asarray(v), args.warmup, args.repeats)}
-        rows.append((name, top.size, top.num_samples, res, rel, jop.trace_count))
 
-    head = (f"{'problem':26s} {'params':>8s} {'N':>6s} | {'torch samples/s':>15s} "
-            f"{'jax samples/s':>14s} {'jax/torch':>9s} | {'torch 1st call':>14s} "
-            f"{'jax 1st call':>12s} {'jax compile':>11s} | {'torch err':>9s} {'jax err':>8s}")
+        def make_torch(dtype: Any = getattr(torch, args.dtype)) -> Any:
+            return TorchOperator(parts.model, parts.loss_fn, (parts.inputs, parts.targets),
+                                 batch_size=args.batch_size, dtype=dtype)
+
+        def make_jax(variant: tuple[str, str]) -> Any:
+            return operator_from_parts(parts, dtype=args.dtype, batch_size=args.batch_size,
+                                       strategy=variant[0], layout=variant[1])
+
+        top = make_torch()
+        v = np.random.default_rng(0).standard_normal(top.size)
+        truth = make_torch(torch.float64)
+        hv = truth.matvec(truth.asarray(v)).numpy()
+
+        def err(out: Any) -> float:
+            return float(np.linalg.norm(np.asarray(out, dtype=np.float64) - hv)
+                         / np.linalg.norm(hv))
+        rel = {"torch": err(top.matvec(top.asarray(v)).double().numpy())}
+        # fresh operators so that the first timed call includes the compile
+        top = make_torch()
+        res = {"torch": measure(top, top.asarray(v), args.warmup, args.repeats)}
+        traces = {}
+        for key, variant in zip(names, variants):
+            jax.clear_caches()
+            jop = make_jax(variant)
+            res[key] = measure(jop, jop.asarray(v), args.warmup, args.repeats)
+            rel[key] = err(jop.matvec(jop.asarray(v)))
+            traces[key] = f"{jop.trace_count} traces, chose {jop.product_setup()['strategy']}"
+        res["torch"]["strategy"] = top.product_setup().get("strategy")
+        rows.append((name, top.size, top.num_samples, res, rel, traces))
+
+    head = (f"{'problem':26s} {'operator':32s} | {'samples/s':>10s} {'/torch':>6s} | "
+            f"{'1st call':>9s} {'err vs f64':>10s}")
     print(head)
     print("-" * len(head))
     for name, n, N, res, rel, traces in rows:
-        t, j = res["torch"], res["jax"]
-        compile_s = j["first"] - j["median"]
-        print(f"{name:26s} {n:8,d} {N:6,d} | {t['samples_per_s']:15,.0f} "
-              f"{j['samples_per_s']:14,.0f} {j['samples_per_s'] / t['samples_per_s']:9.2f} | "
-              f"{t['first']:13.2f}s {j['first']:11.2f}s {compile_s:10.2f}s | "
-              f"{rel['torch']:9.1e} {rel['jax']:8.1e}")
-    print("samples/s = N / median seconds of one full-data product; 'jax compile' = first "
-          "call - median (trace + XLA compile of each chunk shape); 'err' = "
-          "||Hv - Hv_64|| / ||Hv_64|| against torch's float64 product. Spread (min-max "
-          "seconds):")
+        base = res["torch"]["samples_per_s"]
+        for key, r in res.items():
+            label = f"torch ({r['strategy']})" if key == "torch" else key
+            print(f"{name:26s} {label:32s} | {r['samples_per_s']:10,.0f} "
+                  f"{r['samples_per_s'] / base:6.2f} | {r['first']:8.2f}s {rel[key]:10.1e}")
+    print("samples/s = N / median seconds of one full-data product; '1st call' includes "
+          "tracing/compilation; 'err' = ||Hv - Hv_64|| / ||Hv_64|| against torch's float64 "
+          "product. Spread (min-max seconds):")
     for name, *_, res, _, traces in rows:
         spread = ", ".join(f"{k} {r['min']:.3f}-{r['max']:.3f}" for k, r in res.items())
-        print(f"  {name}: {spread}; jax traces (compiled shapes): {traces}")
+        print(f"  {name}: {spread}; {traces}")
     if args.json:
         from hessbench.runner import versions
 
-        device = {"torch": f"cpu ({torch.get_num_threads()} threads)",
-                  "jax": str(jax.devices()[0])}
+        device = {"torch": f"cpu ({torch.get_num_threads()} threads)"}
+        device.update({k: str(jax.devices()[0]) for k in names})
         results = [{"problem": name, "backend": backend, "dtype": args.dtype,
                     "batch_size": args.batch_size, "samples_per_second": r["samples_per_s"],
                     "median_seconds": r["median"], "first_call_seconds": r["first"],
-                    "parameters": n, "num_samples": N, "device": device[backend]}
+                    "parameters": n, "num_samples": N, "device": device[backend],
+                    "relative_error_vs_float64": rel[backend]}
                    for name, n, N, res, *_ in rows for backend, r in res.items()]
         with open(args.json, "w") as f:
             json.dump({"results": results, "versions": versions(),

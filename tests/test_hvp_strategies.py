@@ -114,6 +114,9 @@ def test_reduced_precision_shares_the_meter_and_is_close(small_mlp_problem):
         op.reduced_precision("tf32")
     with pytest.raises(ValueError, match="precision must be one of"):
         op.reduced_precision("fp8")
+    op64 = HessianOperator(model.double(), loss_fn, (x.double(), y), dtype=torch.float64)
+    with pytest.raises(ValueError, match="float32 arithmetic only.*float64"):
+        op64.reduced_precision("bf16")  # autocast leaves float64 alone: refused, not faked
 
 
 def test_gradient_is_the_full_data_gradient(small_mlp_problem):
