@@ -12,6 +12,9 @@ trace), and the strategy the operator chose. The ratios come from
     python scripts/cpu_seconds.py                      # digits-mlp, digits-cnn; 5 seeds
     python scripts/cpu_seconds.py --problems synthetic-cifar-resnet20 --solvers lanczos
     python scripts/cpu_seconds.py --skip-runs          # rebuild the report from records
+
+Block-solver studies (``scripts/block_study.py -o reports/cpu-seconds/block_study_NAME.json``)
+found in the output folder are rendered below, under "Block solvers", with their settings.
 """
 
 from __future__ import annotations
@@ -71,7 +74,23 @@ def _f(x: Any, spec: str = ".3g") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def render(rows: dict[str, Any], ratios: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def block_studies(folder: Path) -> list[str]:
+    """The Markdown of each ``block_study_*.json`` in ``folder`` (paired seconds vs lanczos)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from block_study import markdown
+
+    lines = []
+    for path in sorted(folder.glob("block_study_*.json")):
+        result = json.loads(path.read_text())
+        s = result["settings"]
+        chunks = s["batch_size"] or "the problem's batch size"
+        how = f"chunks of {chunks}, strategy {s['strategy'] or 'auto (the default)'}"
+        lines += [f"## Block solvers: {how} (`{path.name}`)", "", markdown(result), ""]
+    return lines
+
+
+def render(rows: dict[str, Any], ratios: list[dict[str, Any]], meta: dict[str, Any],
+           blocks: list[str] | None = None) -> str:
     lines = [
         "# Seconds to both ends within 1% on this CPU", "",
         f"Machine: {meta['platform']}, {meta['threads']} torch thread(s) (set by the script), "
@@ -106,7 +125,9 @@ def render(rows: dict[str, Any], ratios: list[dict[str, Any]], meta: dict[str, A
                     _f(h.get(k), ".2f") for k in ("auto", "forward-over-reverse",
                                                   "reverse-over-reverse", "compiled"))
                 + f" | {t['chosen']} | {_f(b.get('4'), '.2f')} | {_f(b.get('8'), '.2f')} |")
-    return "\n".join(lines) + "\n"
+    if blocks:
+        lines += ["", *blocks]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder of run records (compare's output; reused when unchanged)")
     p.add_argument("--out", type=Path, default=Path("reports/cpu-seconds"))
     p.add_argument("--ratio-rounds", type=int, default=5)
-    p.add_argument("--no-ratios", action="store_true", help="skip the HVP/gradient timing")
-    p.add_argument("--skip-runs", action="store_true", help="report the records in --runs")
+    p.add_argument("--no-ratios", action="store_true",
+                   help="skip the HVP/gradient timing (keep the ratios of --out's data.json)")
+    p.add_argument("--skip-runs", action="store_true",
+                   help="report the records in --runs (with the setting in --out's data.json)")
     args = p.parse_args(argv)
 
     import os
@@ -146,14 +169,19 @@ def main(argv: list[str] | None = None) -> int:
                if f.name not in ("summary.json",)]
     records = [r for r in records if r.problem in args.problems and r.solver in args.solvers]
     rows = summarise(records)
-    ratios = [] if args.no_ratios else [
+    old_path = args.out / "data.json"
+    old = json.loads(old_path.read_text()) if old_path.exists() else {}
+    if args.skip_runs and old.get("meta"):
+        meta = old["meta"]  # the setting of the runs reported, not of this rebuild
+    ratios = old.get("ratios", []) if args.no_ratios else [
         time_passes(name, chunk=128, dtype="float32", rounds=args.ratio_rounds).as_dict()
         for name in args.problems]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "data.json").write_text(json.dumps(
         {"meta": meta, "versions": versions(), "rows": rows, "ratios": ratios}, indent=1))
-    (args.out / "README.md").write_text(render(rows, ratios, meta))
-    print(render(rows, ratios, meta))
+    text = render(rows, ratios, meta, block_studies(args.out))
+    (args.out / "README.md").write_text(text)
+    print(text)
     print(f"wrote {args.out}/README.md and data.json")
     return 0
 
