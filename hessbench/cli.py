@@ -1,9 +1,9 @@
-"""Command line: ``hessbench {problems,solvers,backends,reference,run,compare,demo,report}``."""
+"""Command line: ``hessbench {problems,solvers,backends,reference,run,compare,demo,report,
+density}``."""
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import re
@@ -12,15 +12,17 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from hessbench import backends
 from hessbench import solvers
 from hessbench import problems
+from hessbench.density_cli import add_density_parser
 from hessbench.errors import InputError, UserError
 from hessbench.records import RunRecord
 from hessbench.registry import format_options
-from hessbench.seeds import check_seed
+from hessbench.cli_args import (THREADS_HELP, devices_arg, key_values, seed_arg, threads_arg,
+                                use_threads_arg)
 from hessbench.solvers.registry import options as solver_options
 from hessbench.validate import check_grid, check_output_dir, check_output_file
 
@@ -33,62 +35,8 @@ DEMO_BASELINE_PASSES = 200.0
 DEVICES_HELP = ("JAX backend: shard each product over all (or K) devices of --device's kind; "
                 "the torch backend scales over processes: torchrun --nproc-per-node K -m "
                 "hessbench ...")
-THREADS_HELP = ("torch CPU threads per process: auto (default: the idle cores, shared by this "
-                "machine's processes) or N")
-
-
-def _seed(text: str) -> int:
-    """argparse type of ``--seed``: a non-negative integer."""
-    try:
-        return check_seed(int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (0, 1, 2, ...), got "
-                                         f"{text!r}") from None
-
-
-def _word_or_count(word: str, what: str) -> Callable[[str], str | int]:
-    """argparse type: ``word`` (e.g. ``all``) or a positive count of ``what``."""
-    def parse(text: str) -> str | int:
-        if text == word:
-            return text
-        try:
-            count = int(text)
-        except ValueError:
-            count = 0
-        if count < 1:
-            raise argparse.ArgumentTypeError(f"must be {word!r} or a positive number of {what}, "
-                                             f"got {text!r}")
-        return count
-    return parse
-
-
-_devices = _word_or_count("all", "devices")
-_threads = _word_or_count("auto", "threads")
-
-
-def _use_threads(args: argparse.Namespace, main: bool = True) -> None:
-    """Apply ``--threads`` (:mod:`hessbench.threads`) and say so on stderr."""
-    from hessbench.threads import use_threads
-
-    _, line = use_threads(args.threads)
-    if main and not args.quiet:
-        print(line, file=sys.stderr, flush=True)
-
-
-def _options(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
-    """Parse ``key=value`` pairs of ``flag``; values are Python literals where they parse, else
-    strings."""
-    out: dict[str, Any] = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"{flag} {pair!r} is not of the form KEY=VALUE (see the options "
-                             "that hessbench problems / hessbench solvers list)")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+_seed, _devices, _threads = seed_arg, devices_arg, threads_arg
+_use_threads, _options = use_threads_arg, key_values
 
 
 def _budget(args: argparse.Namespace) -> dict[str, Any]:
@@ -384,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail on a file of RUN_DIR that is not a readable run record (default: "
                    "skip it with a warning naming it)")
     p.set_defaults(func=cmd_report)
+    add_density_parser(sub)
     return parser
 
 
