@@ -58,3 +58,13 @@ def test_torchrun_example_gives_the_one_process_answer(tmp_path):
     assert printed[2][0] == pytest.approx(printed[1][0], rel=1e-10)
     assert printed[2][1] == pytest.approx(printed[1][1], rel=1e-6, abs=1e-12)
     assert "x 2 processes (gloo)" in printed[2][3]
+
+
+def test_density_example(capsys, one_torch_thread):
+    scope: dict = {}
+    exec(compile(snippet("## Trace and spectral density"), "README.md", "exec"), scope)
+    exact = scope["prob"].eigenvalues()
+    tr = scope["tr"]  # a 95% band: allow twice its half-width for this one seed
+    assert abs(tr.estimate - exact.sum()) <= (tr.high - tr.low)
+    assert scope["sd"].lambda_max == pytest.approx(exact.max(), rel=1e-6)
+    assert "data passes" in capsys.readouterr().out
