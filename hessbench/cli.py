@@ -1,5 +1,5 @@
 """Command line: ``hessbench {problems,solvers,backends,reference,run,compare,demo,report,
-density}``."""
+density,plot-history,track}``."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ from hessbench import backends
 from hessbench import solvers
 from hessbench import problems
 from hessbench.density_cli import add_density_parser
-from hessbench.errors import InputError, UserError
+from hessbench.errors import UserError
+from hessbench.history_cli import add_plot_history_parser
 from hessbench.records import RunRecord
 from hessbench.registry import format_options
 from hessbench.cli_args import (THREADS_HELP, devices_arg, key_values, seed_arg, threads_arg,
                                 use_threads_arg)
 from hessbench.solvers.registry import options as solver_options
+from hessbench.track_cli import add_track_parser
 from hessbench.validate import check_grid, check_output_dir, check_output_file
 
 DEMO_PROBLEMS = ("quadratic", "digits-mlp", "digits-cnn")
@@ -333,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "skip it with a warning naming it)")
     p.set_defaults(func=cmd_report)
     add_density_parser(sub)
+    add_plot_history_parser(sub)
+    add_track_parser(sub)
     return parser
 
 

@@ -68,3 +68,16 @@ def test_density_example(capsys, one_torch_thread):
     assert abs(tr.estimate - exact.sum()) <= (tr.high - tr.low)
     assert scope["sd"].lambda_max == pytest.approx(exact.max(), rel=1e-6)
     assert "data passes" in capsys.readouterr().out
+
+
+def test_monitor_example(tmp_path, monkeypatch, capsys, one_torch_thread):
+    from hessbench.monitor_plot import read_history
+
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(snippet("## Watching a training run"), "README.md", "exec"), scope)
+    records = read_history("runs/hessian")
+    assert [r.epoch for r in records] == [0, 1, 2] and all(r.converged for r in records)
+    assert all(r.lambda_min < 0 < r.lambda_max for r in records)
+    assert (tmp_path / "hessian.png").stat().st_size > 0
+    assert capsys.readouterr().out.count("epoch") == 3

@@ -28,6 +28,7 @@ BUILTINS = {
     "synthetic-cifar-resnet20": "hessbench.problems.nets:synthetic_cifar_resnet20",
     "cifar10-resnet20": "hessbench.problems.nets:cifar10_resnet20",
     "cifar10-resnet18": "hessbench.problems.nets:cifar10_resnet18",
+    "digits-mlp-trajectory": "hessbench.problems.trajectory:digits_mlp_trajectory",
 }
 
 _OPTION_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
