@@ -18,9 +18,16 @@ from hessbench.reference import compute_reference
 from hessbench.validate import check_run
 
 
+#: the peer libraries of hessbench.peers and what they run on, recorded where installed
+PEER_PACKAGES = ("PyHessian", "hessian-eigenthings", "curvlinops-for-pytorch",
+                 "backpack-for-pytorch")
+
+
 def versions() -> dict[str, str]:
+    """Versions of Python and of the packages a result depends on (those installed)."""
     out = {"python": platform.python_version()}
-    for pkg in ("hessbench", "torch", "numpy", "scipy", "array-api-compat", "jax", "jaxlib"):
+    for pkg in ("hessbench", "torch", "numpy", "scipy", "array-api-compat", "jax", "jaxlib",
+                *PEER_PACKAGES):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
