@@ -41,36 +41,16 @@ import numpy as np
 from hessbench import solvers
 from hessbench.backends.base import NonFiniteHVPError, to_numpy
 from hessbench.errors import InputError
+from hessbench.peers import ADAPTERS
 from hessbench.monitor_record import CSV, FIELDS, JSONL, HessianRecord
-from hessbench.solvers.base import Run
-from hessbench.solvers.kernels import ends, lanczos_steps
-from hessbench.solvers.lanczos import Lanczos
 from hessbench.solvers.result import Budget, EigenResult
 
 WHICH = ("both", "max", "min")
-WARM_START_SOLVERS = ("lanczos",)
 
 
 def step_seed(seed: int, epoch: int) -> int:
     """The solve's seed at ``epoch``: a 32-bit integer from ``SeedSequence([seed, epoch])``."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint32)[0])
-
-
-class _WarmLanczos(Lanczos):
-    """``lanczos`` started from a given unit vector (``self.start``, NumPy) instead of a random
-    one; everything else (steps, stopping rule, cost) is :class:`Lanczos`."""
-
-    start: np.ndarray | None = None
-
-    def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]:
-        q = run.op.random_vector(rng) if self.start is None else run.op.asarray(self.start)
-        for state in lanczos_steps(run, q, self.max_steps):
-            if state.breakdown:
-                return "converged", "invariant Krylov subspace: Ritz values are exact"
-            if all(state.ritz[e].converged(self.tol) for e in ends(which)):
-                return "converged", (f"residual below tol={self.tol} x |Ritz value| after "
-                                     f"{state.steps} steps")
-        return "max_steps", f"no convergence in max_steps={min(self.max_steps, run.op.size)}"
 
 
 class _MonitorBase:
@@ -92,11 +72,11 @@ class _MonitorBase:
             self.solver = solvers.get(solver, tol=tol, **(solver_options or {}))
         except (TypeError, ValueError) as err:
             raise InputError(str(err)) from None
-        if warm_start and solver not in WARM_START_SOLVERS:
-            raise InputError(
-                f"warm_start=True needs a solver that accepts a start vector; of the "
-                f"registered solvers only {WARM_START_SOLVERS} do here (Solver.solve() takes no "
-                f"start vector), got {solver!r}")
+        if warm_start and not self.solver.accepts_start:
+            takers = [n for n in solvers.available() if n not in ADAPTERS
+                      and getattr(solvers.solver_class(n), "accepts_start", False)]
+            raise InputError(f"warm_start=True needs a solver that takes a start vector "
+                             f"({', '.join(takers)}), got {solver!r}")
         if not 0 <= warm_start_noise < 1e6:
             raise InputError(f"warm_start_noise must be >= 0, got {warm_start_noise}")
         if tensorboard is not None and not callable(getattr(tensorboard, "add_scalar", None)):
@@ -123,13 +103,12 @@ class _MonitorBase:
         epoch, seed = int(epoch), step_seed(self.seed, int(epoch))
         t0 = time.perf_counter()
         op = build()
-        solver, warm = self.solver, False
         self.last_start = None
         if self.warm_start and self._vectors:
-            solver = _WarmLanczos(**self.solver.options())
-            solver.start = self.last_start = self._start_vector(op.size, seed)
-            warm = True
-        result = solver.solve(op, which=self.which, seed=seed, budget=self.budget)
+            self.last_start = self._start_vector(op.size, seed)
+        warm = self.last_start is not None
+        result = self.solver.solve(op, which=self.which, seed=seed, budget=self.budget,
+                                   start=self.last_start)
         residuals = {e: getattr(result, f"residual_{e}") for e in ("max", "min")}
         if self.certify:
             residuals.update(_residuals(op, result))
@@ -200,8 +179,8 @@ class HessianMonitor(_MonitorBase):
     ``dtype``, ``params``, ``eval_mode``, ``check_deterministic``, ``strategy``, ...) are those of
     :class:`hessbench.backends.torch.HessianOperator`; ``solver``, ``tol`` and
     ``solver_options`` of ``hessbench.solvers.get``; ``budget`` a ``Budget`` or dict per solve.
-    ``warm_start=True`` (``lanczos`` only) starts each solve after the first from the previous
-    Ritz vectors plus ``warm_start_noise`` times a random unit vector.
+    ``warm_start=True`` (solvers with ``accepts_start``) starts each solve after the first from
+    the previous Ritz vectors plus ``warm_start_noise`` times a random unit vector.
     """
 
     backend = "torch"

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from hessbench.backends.base import HVPOperator, NonFiniteHVPError
+from hessbench.backends.base import HVPOperator, NonFiniteHVPError, to_numpy
 from hessbench.solvers.kernels import ends
 from hessbench.solvers.result import Budget, EigenResult, TraceRow
 
@@ -40,6 +40,11 @@ class Run:
         self.lam: dict[str, float | None] = {"max": None, "min": None}
         self.vec: dict[str, Any] = {"max": None, "min": None}
         self.res: dict[str, float | None] = {"max": None, "min": None}
+        self.start: Any = None  # the caller's start vector (Solver.solve(start=)), unit norm
+
+    def start_vector(self, rng: np.random.Generator) -> Any:
+        """The caller's start vector if one was given, else a random one from ``rng``."""
+        return self.op.random_vector(rng) if self.start is None else self.start
 
     # cost since the start of this solve
     @property
@@ -117,6 +122,9 @@ class Solver(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    #: whether :meth:`solve` takes ``start=`` (solvers that draw one start vector and use
+    #: ``Run.start_vector``)
+    accepts_start: ClassVar[bool] = False
 
     def __init__(self, tol: float = 1e-3) -> None:
         if not 0 < tol < 1:
@@ -137,7 +145,8 @@ class Solver(abc.ABC):
         return {name: getattr(self, name) for name in names}
 
     def solve(self, op: HVPOperator, which: str = "both", seed: int = 0,
-              budget: Budget | dict | None = None, progress: bool = False) -> EigenResult:
+              budget: Budget | dict | None = None, progress: bool = False,
+              start: Any = None) -> EigenResult:
         """Estimate lambda_max and/or lambda_min (largest / smallest algebraic) of ``op``.
 
         Args:
@@ -147,12 +156,17 @@ class Solver(abc.ABC):
             budget: a :class:`Budget` (or dict of its fields) limiting passes, seconds, HVPs.
             progress: show a progress bar (one tick per solver step; on the operator's
                 main process only, when its products span several processes).
+            start: a start vector of ``op.size`` entries (any array, nonzero, finite) instead
+                of a random one, e.g. a previous solve's Ritz vectors plus noise (a warm
+                start); only for solvers with ``accepts_start`` (``ValueError`` otherwise).
         """
         if which not in WHICH:
             raise ValueError(f"which must be one of {WHICH}, got {which!r}")
         if not isinstance(op, HVPOperator):
             raise TypeError(f"op must be an HVPOperator, not {type(op).__name__}")
+        unit = None if start is None else self._check_start(op, start)
         run = Run(op, Budget.coerce(budget), progress, label=self.name)
+        run.start = unit
         rng = np.random.default_rng(seed)
         try:
             status, message = self._solve(run, which, rng)
@@ -178,6 +192,20 @@ class Solver(abc.ABC):
             residual_max=run.res["max"] if "max" in asked else None,
             residual_min=run.res["min"] if "min" in asked else None,
             trace=run.trace)
+
+    def _check_start(self, op: HVPOperator, start: Any) -> Any:
+        """``start`` as the operator's array of unit norm; ``ValueError`` naming the problem."""
+        if not self.accepts_start:
+            raise ValueError(f"solver {self.name!r} takes no start vector; solvers that do: "
+                             "those with accepts_start (lanczos, thick-restart-lanczos, "
+                             "lanczos-mixed, power)")
+        x = np.asarray(to_numpy(start), dtype=np.float64)
+        if x.shape != (op.size,):
+            raise ValueError(f"start must have shape ({op.size},), got {x.shape}")
+        norm = float(np.linalg.norm(x))
+        if not np.isfinite(norm) or norm == 0:
+            raise ValueError("start must be finite and nonzero")
+        return op.asarray(x / norm)
 
     @abc.abstractmethod
     def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]: ...

@@ -31,6 +31,7 @@ class Lanczos(Solver):
     """
 
     name = "lanczos"
+    accepts_start = True
 
     def __init__(self, tol: float = 1e-3, max_steps: int = 500) -> None:
         super().__init__(tol)
@@ -39,7 +40,7 @@ class Lanczos(Solver):
         self.max_steps = max_steps
 
     def _solve(self, run: Run, which: str, rng: np.random.Generator) -> tuple[str, str]:
-        for state in lanczos_steps(run, run.op.random_vector(rng), self.max_steps):
+        for state in lanczos_steps(run, run.start_vector(rng), self.max_steps):
             if state.breakdown:
                 return "converged", "invariant Krylov subspace: Ritz values are exact"
             if all(state.ritz[e].converged(self.tol) for e in ends(which)):

@@ -84,6 +84,7 @@ class MixedPrecisionLanczos(Solver):
     """
 
     name = "lanczos-mixed"
+    accepts_start = True
 
     def __init__(self, tol: float = 1e-3, max_steps: int = 500, precision: str = "bf16",
                  refine: bool = True, fallback: str = "full") -> None:
@@ -123,12 +124,14 @@ class MixedPrecisionLanczos(Solver):
                          f"{setup['seconds']:.3g} s, untimed)")
 
     def solve(self, op: HVPOperator, which: str = "both", seed: int = 0,
-              budget: Budget | dict | None = None, progress: bool = False) -> EigenResult:
+              budget: Budget | dict | None = None, progress: bool = False,
+              start: Any = None) -> EigenResult:
         """As :meth:`Solver.solve`; the reduced operator is prepared first, untimed."""
         if isinstance(op, HVPOperator) and which in WHICH:
             self._current = self.reduced_operator(op)
         try:
-            return super().solve(op, which=which, seed=seed, budget=budget, progress=progress)
+            return super().solve(op, which=which, seed=seed, budget=budget, progress=progress,
+                                 start=start)
         finally:
             self._current = None
 
@@ -145,7 +148,7 @@ class MixedPrecisionLanczos(Solver):
         full = _dtype(run.op)
         steps, state = 0, None
         with _products_of(run, reduced):
-            for state in lanczos_steps(run, run.op.random_vector(rng), self.max_steps):
+            for state in lanczos_steps(run, run.start_vector(rng), self.max_steps):
                 steps = state.steps
                 if state.breakdown or all(state.ritz[e].converged(self.tol) for e in asked):
                     break

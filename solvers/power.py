@@ -29,6 +29,7 @@ class PowerIteration(Solver):
     """Shifted power iteration (lambda_min via c I - H). Options: ``tol``, ``max_steps``."""
 
     name = "power"
+    accepts_start = True
 
     def __init__(self, tol: float = 1e-3, max_steps: int = 1000) -> None:
         super().__init__(tol)
@@ -39,7 +40,7 @@ class PowerIteration(Solver):
     def _power(self, run: Run, end: str, B: Shifted, rng: np.random.Generator
                ) -> tuple[float, bool]:
         """Power iteration on B; returns (Rayleigh quotient of H, converged)."""
-        x = run.op.random_vector(rng)
+        x = run.start_vector(rng)
         x = x / norm(x)
         previous = None
         for _ in range(self.max_steps):

@@ -51,6 +51,7 @@ class ThickRestartLanczos(Solver):
     """
 
     name = "thick-restart-lanczos"
+    accepts_start = True
 
     def __init__(self, tol: float = 1e-3, max_basis: int = 40, keep: int | None = None,
                  max_steps: int = 2000) -> None:
@@ -91,7 +92,7 @@ class ThickRestartLanczos(Solver):
         op = run.op
         asked = ends(which)
         capacity = min(self.max_basis, op.size)
-        q = op.random_vector(rng)
+        q = run.start_vector(rng)
         q = q / norm(q)
         basis = KrylovBasis(q, capacity=capacity)
         basis.append(q)

@@ -170,17 +170,18 @@ def test_same_seed_same_record_and_tensorboard_sink():
 
 
 def test_warm_start_starts_from_previous_ritz_vectors(monkeypatch):
-    import hessbench.monitor as mon
+    from hessbench.solvers.lanczos import Lanczos
 
     model, x, y = tiny_problem()
     starts = []
-    real = mon.lanczos_steps
+    real = Lanczos.solve
 
-    def spy(run, q, max_steps, **kw):
-        starts.append(np.asarray(q, dtype=np.float64).copy())
-        return real(run, q, max_steps, **kw)
+    def spy(self, op, *args, start=None, **kw):
+        if start is not None:
+            starts.append(np.asarray(start, dtype=np.float64).copy())
+        return real(self, op, *args, start=start, **kw)
 
-    monkeypatch.setattr(mon, "lanczos_steps", spy)
+    monkeypatch.setattr(Lanczos, "solve", spy)
     cold = HessianMonitor(model, loss_fn, (x, y), tol=TOL)
     warm = HessianMonitor(model, loss_fn, (x, y), tol=TOL, warm_start=True)
     first = warm.step(0)
@@ -203,7 +204,7 @@ def test_warm_start_starts_from_previous_ritz_vectors(monkeypatch):
 def test_input_errors_name_the_problem(tmp_path):
     model, x, y = tiny_problem()
     with pytest.raises(InputError, match="start vector"):
-        HessianMonitor(model, loss_fn, (x, y), solver="power", warm_start=True)
+        HessianMonitor(model, loss_fn, (x, y), solver="lobpcg", warm_start=True)
     with pytest.raises(InputError, match="which"):
         HessianMonitor(model, loss_fn, (x, y), which="largest")
     with pytest.raises(InputError, match="batchsize"):
