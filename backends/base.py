@@ -97,6 +97,29 @@ def determinism_rtol(dtype: Any, accelerator: bool) -> float:
     return (1e4 if accelerator else 1e3) * float(np.finfo(numpy_dtype(dtype)).eps)
 
 
+def agreement_rtol(dtype: Any) -> float:
+    """The relative difference ||p - p_ref|| / ||p_ref|| allowed between one chunk's product by
+    an HVP strategy and by the backend's reference strategy: 1e4 eps of ``dtype`` (float32
+    1.2e-3, float64 2.2e-12). Strategies differ only in the order of floating-point operations
+    (measured 1e-7 to 3e-5 in float32 on the benchmark's networks); a dropped tangent or a wrong
+    graph is O(1)."""
+    return 1e4 * float(np.finfo(numpy_dtype(dtype)).eps)
+
+
+@dataclass
+class Candidate:
+    """One HVP strategy timed on one chunk by an operator choosing its strategy: median seconds
+    per product (per vector for blocks), seconds of its first call (compilation included),
+    relative difference to the reference strategy, and why it was not used."""
+
+    name: str
+    seconds: float | None = None
+    first_seconds: float | None = None
+    rel_diff: float | None = None
+    accepted: bool = False
+    error: str | None = None
+
+
 @dataclass
 class CostMeter:
     """Counts samples touched by HVPs. ``data_passes = samples / num_samples``."""

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hessbench.backends.base import Candidate, agreement_rtol
+
 __all__ = ["CHOICES", "REFERENCE", "STRATEGIES", "Candidate", "Strategy", "agreement_rtol",
            "check_strategy"]
 
@@ -58,26 +60,6 @@ def check_strategy(strategy: Any, max_linearized_bytes: Any) -> None:
             or isinstance(max_linearized_bytes, bool) or max_linearized_bytes < 1):
         raise ValueError(f"max_linearized_bytes must be a positive number of bytes, got "
                          f"{max_linearized_bytes!r}")
-
-
-def agreement_rtol(dtype: Any) -> float:
-    """||p - p_ref|| / ||p_ref|| allowed between a strategy's product on one chunk and the
-    reference's: 1e4 eps of ``dtype`` (float32 1.2e-3, float64 2.2e-12), as for torch."""
-    return 1e4 * float(np.finfo(np.dtype(dtype)).eps)
-
-
-@dataclass
-class Candidate:
-    """One strategy timed on the first chunk: median seconds per product, seconds of its first
-    call (compilation, and for ``linearized`` the linearization, included), relative difference
-    to the reference, and why it was not used."""
-
-    name: str
-    seconds: float | None = None
-    first_seconds: float | None = None
-    rel_diff: float | None = None
-    accepted: bool = False
-    error: str | None = None
 
 
 def _nbytes(tree: Any) -> int:

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.func import grad, jvp, vmap
 
-from hessbench.backends.base import PROBE_SEED, numpy_dtype
+from hessbench.backends.base import PROBE_SEED, Candidate, agreement_rtol
 
 LOG = logging.getLogger("hessbench")
 
@@ -53,27 +53,6 @@ EAGER = ("forward-over-reverse", "reverse-over-reverse")
 
 Loss = Callable[[torch.Tensor, Any, Any], torch.Tensor]  # loss(theta, inputs, targets)
 Product = Callable[[torch.Tensor, Any, Any], torch.Tensor]
-
-
-def agreement_rtol(dtype: torch.dtype) -> float:
-    """The relative difference ||p - p_ref|| / ||p_ref|| allowed between one chunk's product by
-    a strategy and by the reference: 1e4 eps of ``dtype`` (float32 1.2e-3, float64 2.2e-12).
-    Strategies differ only in the order of floating-point operations (measured 1e-7 to 3e-5 in
-    float32 on the benchmark's networks); a dropped tangent or a wrong graph is O(1)."""
-    return 1e4 * float(np.finfo(numpy_dtype(dtype)).eps)
-
-
-@dataclass
-class Candidate:
-    """One strategy timed on one chunk: median seconds per product (per vector for blocks),
-    seconds of its first call (compilation included), relative difference to the reference."""
-
-    name: str
-    seconds: float | None = None
-    first_seconds: float | None = None
-    rel_diff: float | None = None
-    accepted: bool = False
-    error: str | None = None
 
 
 @dataclass
