@@ -14,7 +14,8 @@ trace), and the strategy the operator chose. The ratios come from
     python scripts/cpu_seconds.py --skip-runs          # rebuild the report from records
 
 Block-solver studies (``scripts/block_study.py -o reports/cpu-seconds/block_study_NAME.json``)
-found in the output folder are rendered below, under "Block solvers", with their settings.
+found in the output folder are rendered below, under "Block solvers", with their settings; a
+``findings.md`` there (the reader's summary, written by a person) is put above the tables.
 """
 
 from __future__ import annotations
@@ -91,8 +92,10 @@ def block_studies(folder: Path) -> list[str]:
 
 def render(rows: dict[str, Any], ratios: list[dict[str, Any]], meta: dict[str, Any],
            blocks: list[str] | None = None) -> str:
-    lines = [
-        "# Seconds to both ends within 1% on this CPU", "",
+    lines = ["# Seconds to both ends within 1% on this CPU", ""]
+    if meta.get("findings"):
+        lines += [meta["findings"].strip(), ""]
+    lines += [
         f"Machine: {meta['platform']}, {meta['threads']} torch thread(s) (set by the script), "
         f"float32, load average at start {meta['load']}; hessbench {meta['version']}, torch "
         f"{meta['torch']}. Seeds {meta['seeds']}. Command: `{meta['command']}`.", "",
@@ -125,6 +128,18 @@ def render(rows: dict[str, Any], ratios: list[dict[str, Any]], meta: dict[str, A
                     _f(h.get(k), ".2f") for k in ("auto", "forward-over-reverse",
                                                   "reverse-over-reverse", "compiled"))
                 + f" | {t['chosen']} | {_f(b.get('4'), '.2f')} | {_f(b.get('8'), '.2f')} |")
+        for t in ratios:
+            warm = t.get("warmup_seconds", {})
+            if t.get("command") or warm.get("compiled"):
+                lines.append("")
+                lines.append(
+                    f"{t['problem']}: {t.get('rounds', '?')} rounds"
+                    + (f", measured apart by `{t['command']}`" if t.get("command") else "")
+                    + (f"; one-off warm-up (first call and compilation) of the compiled "
+                       f"product {warm['compiled']:.0f} s" if warm.get("compiled") else "")
+                    + (f", of `auto` {warm['auto']:.0f} s (choosing the single and the block "
+                       f"strategies, compiling each)" if warm.get("auto", 0) >= 10 else "")
+                    + ".")
     if blocks:
         lines += ["", *blocks]
     return "\n".join(lines).rstrip() + "\n"
@@ -142,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ratio-rounds", type=int, default=5)
     p.add_argument("--no-ratios", action="store_true",
                    help="skip the HVP/gradient timing (keep the ratios of --out's data.json)")
+    p.add_argument("--add-ratios", nargs="+", type=Path, default=[], metavar="JSON",
+                   help="also tabulate ratios measured by scripts/hvp_ratio.py --json (e.g. "
+                   "the ResNet-20, too slow to time here)")
     p.add_argument("--skip-runs", action="store_true",
                    help="report the records in --runs (with the setting in --out's data.json)")
     args = p.parse_args(argv)
@@ -176,7 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     ratios = old.get("ratios", []) if args.no_ratios else [
         time_passes(name, chunk=128, dtype="float32", rounds=args.ratio_rounds).as_dict()
         for name in args.problems]
+    measured = {t["problem"] for t in ratios}
+    for path in args.add_ratios:
+        extra = json.loads(path.read_text())
+        ratios += [dict(t, command=shlex.join(extra.get("command", [])))
+                   for t in extra["results"] if t["problem"] not in measured]
     args.out.mkdir(parents=True, exist_ok=True)
+    findings = args.out / "findings.md"  # written by a person, kept above the tables
+    meta["findings"] = findings.read_text() if findings.exists() else ""
     (args.out / "data.json").write_text(json.dumps(
         {"meta": meta, "versions": versions(), "rows": rows, "ratios": ratios}, indent=1))
     text = render(rows, ratios, meta, block_studies(args.out))

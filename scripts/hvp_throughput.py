@@ -1,7 +1,8 @@
 """HVP throughput of the JAX and PyTorch backends side by side, on the same weights and data.
 
 For each problem it builds both operators (float32, the same chunk size), times full-data
-products v -> H v after a warm-up and prints samples per second (median over repeats), the
+products v -> H v after a warm-up, in interleaved rounds (every operator once per round, so that
+they share the load), and prints samples per second (median over rounds), the
 JAX/PyTorch ratio, and the time of the first JAX product (trace + XLA compile of each chunk
 shape + one run) and of the first torch product, and each backend's relative error against
 torch's float64 product of the same vector.
@@ -16,7 +17,7 @@ torch's float64 product of the same vector.
 Both operators use their defaults (torch ``strategy="auto"``; JAX ``strategy="auto"`` with
 channels-last activations); ``--jax-variants STRATEGY/LAYOUT ...`` times further JAX operators
 (:mod:`hessbench.backends.jax_hvp`, :func:`hessbench.jax_models.from_torch`) against the same
-torch operator, one after the other (the first listed is reported as ``jax``).
+torch operator, in the same interleaved rounds (the first listed is reported as ``jax``).
 
 Checkpoints come from the problems' caches ($HESSBENCH_CACHE); a missing one is trained first
 (the default synthetic-cifar-resnet20 takes minutes on a CPU). Timings are wall-clock with the
@@ -45,14 +46,25 @@ def timed(fn: Any, op: Any) -> float:
     return time.perf_counter() - t0
 
 
-def measure(op: Any, v: Any, warmup: int, repeats: int) -> dict[str, float]:
-    first = timed(lambda: op.matvec(v), op)
+def measure(ops: dict[str, tuple[Any, Any]], warmup: int, repeats: int
+            ) -> dict[str, dict[str, float]]:
+    """Per operator: its first call (made in turn, each after the previous is done), then
+    ``warmup`` untimed calls, then ``repeats`` interleaved rounds (every operator once per
+    round, so that they share the machine's load): median, min, max seconds."""
+    first = {k: timed(lambda: op.matvec(v), op) for k, (op, v) in ops.items()}
     for _ in range(warmup):
-        op.matvec(v)
-    times = [timed(lambda: op.matvec(v), op) for _ in range(repeats)]
-    med = statistics.median(times)
-    return {"first": first, "median": med, "min": min(times), "max": max(times),
-            "samples_per_s": op.num_samples / med}
+        for op, v in ops.values():
+            op.matvec(v)
+    times: dict[str, list[float]] = {k: [] for k in ops}
+    for _ in range(repeats):
+        for k, (op, v) in ops.items():
+            times[k].append(timed(lambda: op.matvec(v), op))
+    out = {}
+    for k, (op, _) in ops.items():
+        med = statistics.median(times[k])
+        out[k] = {"first": first[k], "median": med, "min": min(times[k]),
+                  "max": max(times[k]), "samples_per_s": op.num_samples / med}
+    return out
 
 
 def problem(name: str, resnet_epochs: int | None) -> Any:
@@ -121,14 +133,17 @@ def main(argv: list[str] | None = None) -> int:
                          / np.linalg.norm(hv))
         rel = {"torch": err(top.matvec(top.asarray(v)).double().numpy())}
         # fresh operators so that the first timed call includes the compile
+        jax.clear_caches()
         top = make_torch()
-        res = {"torch": measure(top, top.asarray(v), args.warmup, args.repeats)}
-        traces = {}
+        ops = {"torch": (top, top.asarray(v))}
         for key, variant in zip(names, variants):
-            jax.clear_caches()
             jop = make_jax(variant)
-            res[key] = measure(jop, jop.asarray(v), args.warmup, args.repeats)
-            rel[key] = err(jop.matvec(jop.asarray(v)))
+            ops[key] = (jop, jop.asarray(v))
+        res = measure(ops, args.warmup, args.repeats)
+        traces = {}
+        for key in names:
+            jop, jv = ops[key]
+            rel[key] = err(jop.matvec(jv))
             traces[key] = f"{jop.trace_count} traces, chose {jop.product_setup()['strategy']}"
         res["torch"]["strategy"] = top.product_setup().get("strategy")
         rows.append((name, top.size, top.num_samples, res, rel, traces))
