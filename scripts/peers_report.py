@@ -50,6 +50,14 @@ def _error(records: list[Any], end: str) -> str | float | None:
     return "no answer"  # e.g. stopped by the budget before this end was found
 
 
+def _paired(groups: dict[tuple[str, str], list[Any]], problem: str, solver: str,
+            base: str | None) -> float | None:
+    """Median over seeds of the seconds of ``solver`` / those of ``base`` from the same seed."""
+    base_seconds = {r.seed: r.seconds for r in groups.get((problem, base), []) if r.seconds}
+    return _median([r.seconds / base_seconds[r.seed] for r in groups[(problem, solver)]
+                    if r.seconds is not None and r.seed in base_seconds])
+
+
 def summarise(records: list[Any], ours: list[str]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[Any]] = {}
     for r in records:
@@ -74,15 +82,12 @@ def summarise(records: list[Any], ours: list[str]) -> list[dict[str, Any]]:
                 and row["seconds_median"] is not None]
         best = min(mine, key=lambda row: (-row["success_rate"], row["seconds_median"]),
                    default=None)
-        best_seconds = {r.seed: r.seconds for r in groups.get((problem, best["solver"]), [])
-                        if r.seconds} if best else {}
         for row in rows:
             if row["problem"] == problem:
                 row["best_ours"] = best["solver"] if best else None
-                paired = [r.seconds / best_seconds[r.seed]
-                          for r in groups[(problem, row["solver"])]
-                          if r.seconds is not None and r.seed in best_seconds]
-                row["seconds_ratio"] = _median(paired)
+                row["seconds_ratio"] = _paired(groups, problem, row["solver"],
+                                               best["solver"] if best else None)
+                row["seconds_vs_first"] = _paired(groups, problem, row["solver"], ours[0])
     order = {name: i for i, name in enumerate(ours)}
     rows.sort(key=lambda row: (row["problem"], not row["ours"],
                                order.get(row["solver"], 0), row["solver"]))
@@ -111,11 +116,12 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "against the certified reference; `unsupported`: the peer has no routine for that "
         "end; `failed`: it raised; `no answer`: the budget stopped it before that end. Success: converged by its own rule and both ends within 1%. "
         "Seconds ratio: median over seeds of the run's seconds / those of hessbench's best "
-        "solver on the problem (marked *) from the same seed; the runs are interleaved (per "
+        "solver on the problem (marked *) from the same seed, and the same against the first "
+        "of ours (the recommended solver); the runs are interleaved (per "
         "seed, every solver in turn), so that paired runs share the machine's load.", "",
         "| problem | solver | passes | seconds | error λmax | error λmin | success "
-        "| seconds / best | statuses |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        f"| seconds / best | seconds / `{meta['first']}` | statuses |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         star = " *" if r["solver"] == r.get("best_ours") else ""
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items()))
@@ -123,7 +129,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {r['problem']} | `{r['solver']}`{star} | {_f(r['data_passes_median'], '.1f')} | "
             f"{_f(r['seconds_median'])} | {_f(r['error_max'], '.2e')} | "
             f"{_f(r['error_min'], '.2e')} | {r['success_rate']:.0%} | "
-            f"{_f(r['seconds_ratio'], '.2f')} | {statuses} |")
+            f"{_f(r['seconds_ratio'], '.2f')} | {_f(r.get('seconds_vs_first'), '.2f')} | "
+            f"{statuses} |")
     lines += ["", "## Settings", "",
               "Names without a suffix run the peer as a user gets it (its defaults); `-careful` "
               "names are the settings a careful user would choose; `-shifted` and `-shimmed` "
@@ -178,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "version": versions().get("hessbench"), "torch": torch.__version__,
             "seeds": args.seeds, "max_passes": args.max_passes, "command": command,
-            "peer_versions": {d: peer_version(d) for d in PINS}}
+            "peer_versions": {d: peer_version(d) for d in PINS}, "first": args.ours[0]}
+    old_path = args.out / "data.json"
+    if args.skip_runs and old_path.exists():  # the setting of the runs reported
+        meta = {**json.loads(old_path.read_text())["meta"], "first": args.ours[0]}
     if not args.skip_runs:
         for problem in args.problems:  # interleaved: paired seconds share the load
             for seed in parse_seeds(args.seeds):
@@ -194,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "data.json").write_text(json.dumps(
         {"meta": meta, "versions": versions(), "peer_versions": meta["peer_versions"],
          "rows": rows}, indent=1))
+    findings = args.out / "findings.md"  # written by a person, kept above the table
     text = render(rows, meta)
+    if findings.exists():
+        title, _, rest = text.partition("\n\n")
+        text = f"{title}\n\n{findings.read_text().strip()}\n\n{rest}"
     (args.out / "README.md").write_text(text)
     print(text)
     print(f"wrote {args.out}/README.md and data.json")
