@@ -239,6 +239,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from hessbench.report import build_report
+    from hessbench.report.tracking import cmd_tracking_report, is_tracking_dir
+
+    if is_tracking_dir(args.run_dir):
+        return cmd_tracking_report(args, command=shlex.join(
+            ["hessbench", "report", args.run_dir, "--output", args.output]
+            + (["--title", args.title] if args.title else [])))
 
     command = shlex.join(["hessbench", "report", args.run_dir, "--output", args.output]
                          + (["--asv-results", args.asv_results] if args.asv_results else [])
@@ -325,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="publishable report (README.md, index.html, figures) "
                        "of the run records written by compare")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="folder of run records (JSON)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="folder of run records (JSON), or of "
+                   "hessbench track outputs (tracking.json)")
     p.add_argument("-o", "--output", required=True, help="report folder, e.g. reports/NAME/")
     p.add_argument("--asv-results", metavar="PATH",
                    help="also tabulate the latest asv values from this folder (.asv/results)")

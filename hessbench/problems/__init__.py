@@ -29,6 +29,9 @@ BUILTINS = {
     "cifar10-resnet20": "hessbench.problems.nets:cifar10_resnet20",
     "cifar10-resnet18": "hessbench.problems.nets:cifar10_resnet18",
     "digits-mlp-trajectory": "hessbench.problems.trajectory:digits_mlp_trajectory",
+    "digits-cnn-trajectory": "hessbench.problems.trajectory:digits_cnn_trajectory",
+    "synthetic-cifar-resnet20-trajectory":
+        "hessbench.problems.trajectory:synthetic_cifar_resnet20_trajectory",
 }
 
 _OPTION_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

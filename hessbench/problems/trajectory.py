@@ -1,5 +1,13 @@
 """Trajectory problems: the Hessian at checkpoints along one seeded training run.
 
+Registered: ``digits-mlp-trajectory``, ``digits-cnn-trajectory`` (20 checkpoints each, the
+``digits-mlp`` / ``digits-cnn`` recipes) and ``synthetic-cifar-resnet20-trajectory`` (ResNet-20
+on synthetic CIFAR-shaped data, sized for a CPU: by default 128 samples and 19 epochs = 19 SGD
+steps of 128, 20 checkpoints: the initialisation and the weights after each step; options
+``subset``, ``epochs``, ``checkpoints``). Its training takes seconds, but its references
+(float64 Lanczos on 272,474 parameters, ~1 s per product on one CPU thread) take minutes per
+checkpoint on a CPU: the CPU tracking study leaves it out.
+
 ``digits-mlp-trajectory`` is ``digits-mlp`` (same data, model, seed and recipe: 300 full-batch
 Adam steps, cosine schedule) at checkpoint ``k`` of ``checkpoints`` evenly spaced along the run:
 the weights after ``round(k * steps / (checkpoints - 1))`` steps, so checkpoint 0 is the
@@ -18,8 +26,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hessbench.cache import CorruptEntry, brief, cached_entry, cache_dir, key_of
-from hessbench.problems.nets import NetProblem, digits_data, digits_mlp
+from hessbench.cache import CorruptEntry, brief, cache_dir, cached_entry, key_of
+from hessbench.problems.nets import (
+    NetProblem,
+    cifar_problem,
+    digits_cnn,
+    digits_mlp,
+)
 from hessbench.training import train
 
 
@@ -42,7 +55,7 @@ class TrajectoryProblem(NetProblem):
         def load(record: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
             try:
                 states = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - unreadable in any way: rebuild
+            except Exception as exc:
                 raise CorruptEntry(path, f"unreadable trajectory ({brief(exc)})") from exc
             if not isinstance(states, list) or len(states) != len(marks):
                 raise CorruptEntry(path, f"it does not hold {len(marks)} checkpoints")
@@ -86,20 +99,51 @@ class TrajectoryProblem(NetProblem):
         return model.to(torch.float32).eval(), {"checkpoint": k, "step": step}
 
 
-def digits_mlp_trajectory(checkpoint: int = 19, checkpoints: int = 20) -> TrajectoryProblem:
-    """``digits-mlp`` at checkpoint ``checkpoint`` (0 = initialisation, ``checkpoints - 1`` =
-    trained) of ``checkpoints`` evenly spaced along its seeded 300-step training run."""
-    if not 2 <= checkpoints <= 301:
-        raise ValueError(f"checkpoints must be in 2..301, got {checkpoints}")
+def _check(checkpoint: int, checkpoints: int, steps: int) -> None:
+    if not 2 <= checkpoints <= steps + 1:
+        raise ValueError(f"checkpoints must be in 2..{steps + 1}, got {checkpoints}")
     if not 0 <= checkpoint < checkpoints:
         raise ValueError(f"checkpoint must be in 0..{checkpoints - 1}, got {checkpoint}")
-    base = digits_mlp()
+
+
+def along(base: NetProblem, name: str, checkpoint: int, checkpoints: int,
+          label: str | None = None) -> TrajectoryProblem:
+    """``base`` (a :class:`NetProblem`: same data, model, seed and recipe) at checkpoint
+    ``checkpoint`` of ``checkpoints`` along its training run, named ``name`` (described as
+    ``label``, default the base's name)."""
+    _check(checkpoint, checkpoints, base.recipe.steps)
     step = checkpoint_steps(base.recipe.steps, checkpoints)[checkpoint]
     return TrajectoryProblem(
-        name="digits-mlp-trajectory", dtype=base.dtype,
-        description=f"digits-mlp after {step} of {base.recipe.steps} training steps "
+        name=name, dtype=base.dtype, synthetic=base.synthetic,
+        description=f"{label or base.name} after {step} of {base.recipe.steps} training steps "
                     f"(checkpoint {checkpoint} of {checkpoints})",
         config={**{k: v for k, v in base.config.items() if k != "recipe"},
                 "checkpoint": checkpoint, "checkpoints": checkpoints},
-        make_model=base.make_model, load_data=digits_data, batch_size=base.batch_size,
-        recipe=base.recipe)
+        make_model=base.make_model, load_data=base.load_data, batch_size=base.batch_size,
+        recipe=base.recipe, local=dict(base.local))
+
+
+def digits_mlp_trajectory(checkpoint: int = 19, checkpoints: int = 20) -> TrajectoryProblem:
+    """``digits-mlp`` at checkpoint ``checkpoint`` (0 = initialisation, ``checkpoints - 1`` =
+    trained) of ``checkpoints`` evenly spaced along its seeded 300-step training run."""
+    return along(digits_mlp(), "digits-mlp-trajectory", checkpoint, checkpoints)
+
+
+def digits_cnn_trajectory(checkpoint: int = 19, checkpoints: int = 20) -> TrajectoryProblem:
+    """``digits-cnn`` at checkpoint ``checkpoint`` (0 = initialisation, ``checkpoints - 1`` =
+    trained) of ``checkpoints`` evenly spaced along its seeded 300-step training run."""
+    return along(digits_cnn(), "digits-cnn-trajectory", checkpoint, checkpoints)
+
+
+def synthetic_cifar_resnet20_trajectory(checkpoint: int = 19, checkpoints: int = 20,
+                                        subset: int = 128, epochs: int = 19
+                                        ) -> TrajectoryProblem:
+    """ResNet-20 (eval mode) on ``subset`` synthetic CIFAR-shaped samples at checkpoint
+    ``checkpoint`` of ``checkpoints`` along ``epochs`` epochs of SGD (batches of 128), sized
+    for a CPU; ``synthetic-cifar-resnet20`` with fewer samples and steps."""
+    if subset < 1 or epochs < 1:
+        raise ValueError(f"subset and epochs must be >= 1, got {subset} and {epochs}")
+    base = cifar_problem("synthetic-cifar-resnet20", "resnet20", subset=subset, synthetic=True,
+                         epochs=epochs)
+    return along(base, "synthetic-cifar-resnet20-trajectory", checkpoint, checkpoints,
+                 label=f"ResNet-20 on SYNTHETIC CIFAR-shaped data (N={subset:,})")
