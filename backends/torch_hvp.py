@@ -20,7 +20,8 @@ b of the data times v (and a block of vectors to H_b V):
   on a CPU: it is repaid only by long products). Blocks of k vectors are chosen the same way on
   the first block of each width, with one more candidate, ``"loop"``: k single products by the
   single-product strategy (blocks do not always pay: on CPU convolutions a vmapped block costs
-  more per vector than single products). The timing products are counted (``timing_samples``,
+  more per vector than single products); compiled blocks are not tried on a CPU (on ResNet-20
+  they took 160-255 s per width to compile and ran slower than the eager blocks). The timing products are counted (``timing_samples``,
   the samples they touched) and recorded by :meth:`Strategies.setup`, not charged to the
   operator's meter, which counts exactly the products asked for.
 
@@ -238,6 +239,8 @@ class Strategies:
                 eager = [c.seconds for c in candidates if c.accepted]
                 if not eager or min(eager) * width * chunks_per_pass < self.compile_min_seconds:
                     continue
+                if kind == "block" and self.theta.device.type == "cpu":
+                    continue  # CPU: minutes per width to compile, slower than eager blocks
             cand = Candidate(name)
             product = self._compiled_fn(kind) if name == "compiled" else self._product(name, kind)
             try:

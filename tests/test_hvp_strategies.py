@@ -56,6 +56,20 @@ def test_auto_records_its_timed_candidates(small_mlp_problem, one_torch_thread):
     assert setup["timing_samples"] > 0 and setup["precision"] == "float64"
 
 
+def test_auto_tries_compiled_singles_but_not_compiled_blocks_on_cpu(small_mlp_problem,
+                                                                    monkeypatch):
+    """With compile_min_seconds=0 every product is long enough to compile; on a CPU the block
+    choice still leaves compiled blocks out (torch.compile is an identity here: the choice, not
+    the compiler, is under test)."""
+    model, loss_fn, x, y = small_mlp_problem
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    op = HessianOperator(model, loss_fn, (x, y), batch_size=16, compile_min_seconds=0.0)
+    op.matmat(torch.randn(op.size, 4, dtype=torch.float64))
+    setup = op.product_setup()
+    assert [c["name"] for c in setup["candidates"]] == [*EAGER, "compiled"]
+    assert [c["name"] for c in setup["block_strategy"]["4"]["candidates"]] == [*EAGER, "loop"]
+
+
 def test_a_candidate_that_disagrees_is_never_chosen(small_mlp_problem, monkeypatch):
     """The agreement check can fail: a strategy returning a wrong product (here: half of
     it, however fast) is rejected and the reference is kept."""
