@@ -161,7 +161,8 @@ class Strategies:
                 "hessbench: compiling the Hessian-vector product with torch.compile "
                 "(strategy %r; one-off, seconds to minutes). If the process crashes here, "
                 "a compiler bug is the likely cause (torch 2.13's Inductor segfaults on some "
-                "models): pass strategy='reverse-over-reverse' or 'forward-over-reverse'.",
+                "models): pass strategy='reverse-over-reverse' or 'forward-over-reverse' "
+                "(--strategy on the command line).",
                 self.asked)
             fn = self._fwd_rev if kind == "single" else self._fwd_rev_block
             self._compiled[kind] = torch.compile(fn, dynamic=False)

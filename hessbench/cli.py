@@ -37,6 +37,9 @@ DEMO_BASELINE_PASSES = 200.0
 DEVICES_HELP = ("JAX backend: shard each product over all (or K) devices of --device's kind; "
                 "the torch backend scales over processes: torchrun --nproc-per-node K -m "
                 "hessbench ...")
+STRATEGY_HELP = ("how the operator computes Hessian-vector products (torch: auto, "
+                 "forward-over-reverse, reverse-over-reverse, compiled; jax: auto, "
+                 "forward-over-reverse, linearized); default auto: timed on the first chunk")
 _seed, _devices, _threads = seed_arg, devices_arg, threads_arg
 _use_threads, _options = use_threads_arg, key_values
 
@@ -115,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _use_threads(args, is_main(group))
     record = run_one(args.problem, args.solver, backend=args.backend, seed=args.seed,
                      which=args.which, tol=args.tol, budget=_budget(args), dtype=args.dtype,
-                     device=device, devices=args.devices,
+                     device=device, devices=args.devices, strategy=args.strategy,
                      problem_options=_options(args.problem_option, "--problem-option"),
                      solver_options=_options(args.solver_option, "--solver-option"),
                      progress=not args.quiet, command=args.command_line, process_group=group)
@@ -225,7 +228,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs = run_grid(args.problems, args.solvers, seeds, args.output,
                     progress=not args.quiet, command=args.command_line, force=args.force,
                     backend=args.backend, tol=args.tol, budget=_budget(args), dtype=args.dtype,
-                    device=device, devices=args.devices, process_group=group)
+                    device=device, devices=args.devices, process_group=group,
+                    strategy=args.strategy)
     failed = [r for r in runs if r.raised]
     if not is_main(group):  # rank 0 writes the summary
         return 1 if failed else 0
@@ -288,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: where the model is)")
     p.add_argument("--devices", type=_devices, help=DEVICES_HELP)
+    p.add_argument("--strategy", help=STRATEGY_HELP)
     p.add_argument("--problem-option", action="append", metavar="KEY=VALUE")
     p.add_argument("--solver-option", action="append", metavar="KEY=VALUE")
     p.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
@@ -307,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--device")
     p.add_argument("--devices", type=_devices, help=DEVICES_HELP)
+    p.add_argument("--strategy", help=STRATEGY_HELP)
     p.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
     p.add_argument("-o", "--output", required=True, help="folder for run records and summary")
     p.add_argument("--force", action="store_true",

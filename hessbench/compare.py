@@ -40,7 +40,7 @@ from hessbench.report.render import render_markdown
 from hessbench.report.tables import passes_tables
 from hessbench.runner import run_one, versions
 from hessbench.summary import SummaryRow, summarise
-from hessbench.validate import check_grid
+from hessbench.validate import check_grid, default_strategy
 
 SUMMARY_FILES = ("summary.json", "summary.md", "results.csv")
 
@@ -81,13 +81,14 @@ class RunIdentity:
     hessbench: str | None
     processes: int = 1
     devices: int = 1
+    strategy: str | None = None  # the product strategy asked of the operator
 
     @classmethod
     def of_record(cls, record: RunRecord) -> RunIdentity:
         return cls(record.problem_key, record.solver, _as_json(record.solver_options),
                    record.backend, record.seed, record.which, _as_json(record.budget),
                    record.dtype, record.requested_device, record.versions.get("hessbench"),
-                   record.processes, record.devices)
+                   record.processes, record.devices, record.warmup.get("strategy_asked"))
 
 
 def _as_json(value: Any) -> Any:
@@ -137,7 +138,8 @@ class _Planner:
         return RunIdentity(key, solver, self._solver_options(solver), self.opts["backend"],
                            seed, self.opts["which"], _as_json(dict(self.opts["budget"] or {})),
                            dtype, device_request(self.opts["device"]), self.version,
-                           *self.parallel)
+                           *self.parallel,
+                           self.opts["strategy"] or default_strategy(self.opts["backend"]))
 
 
 def _reusable(path: Path, wanted: RunIdentity) -> RunRecord | None:

@@ -78,7 +78,8 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
             problem_options: dict[str, Any] | None = None,
             solver_options: dict[str, Any] | None = None, progress: bool = True,
             command: Sequence[str] = (), devices: str | int | None = None,
-            process_group: Any = None, cheapest_reference: bool = False) -> RunRecord:
+            process_group: Any = None, cheapest_reference: bool = False,
+            strategy: str | None = None) -> RunRecord:
     """Solve ``problem`` with ``solver`` from ``seed``; the record holds the effective solver
     options (defaults included), the answer, its errors against the certified reference and
     the cost to reach each eps. ``command`` is the command line that asked for the run.
@@ -93,6 +94,8 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
     the samples, every rank returns the same record and only rank 0 shows progress
     (:mod:`hessbench.distributed`). ``cheapest_reference`` (the demo's choice) never forms a
     dense Hessian for the reference (:func:`hessbench.reference.compute_reference`).
+    ``strategy`` chooses how the torch or JAX operator computes products (default: its
+    ``"auto"``, timed on the first chunk); the record's ``warmup`` holds what was asked and used.
 
     Before the solve, the operator is warmed up untimed (:meth:`HVPOperator.warm_up`: one
     product, and one block of each width a block solver uses, see :func:`warm_up_blocks`),
@@ -102,14 +105,15 @@ def run_one(problem: str, solver: str, *, backend: str = "torch", seed: int = 0,
     prob, slv = check_run(problem, solver, backend=backend, seed=seed, which=which, tol=tol,
                           budget=budget, dtype=dtype, device=device, devices=devices,
                           distributed=process_group is not None,
-                          problem_options=problem_options, solver_options=solver_options)
+                          problem_options=problem_options, solver_options=solver_options,
+                          strategy=strategy)
     progress = progress and is_main(process_group)
     computed = share(process_group, lambda: compute_reference(
         prob, progress=progress, cheapest=cheapest_reference))
     reference = Reference(float(computed["lambda_max"]), float(computed["lambda_min"]),
                           str(computed["method"]))
     op = prob.operator(backend, dtype=dtype, device=device, devices=devices,
-                       process_group=process_group, progress=progress)
+                       process_group=process_group, progress=progress, strategy=strategy)
     warmup = warm_up(op, warm_up_blocks(slv, op.size))  # untimed: not the solve's work
     result = slv.solve(op, which=which, seed=seed, budget=budget, progress=progress)
     answer = result.summary()

@@ -102,6 +102,39 @@ def check_device(device: str | None, backend: str = "torch") -> None:
             raise DeviceError(f"{err}; use one of those or leave --device out") from None
 
 
+#: the built-in backends whose operators choose how to compute products (``strategy=``)
+STRATEGY_BACKENDS = ("torch", "jax")
+
+
+def strategies(backend: str) -> tuple[str, ...]:
+    """The product strategies of ``backend``'s operator, ``"auto"`` (its default) first; ()
+    for a backend without a choice."""
+    if backend == "torch":
+        from hessbench.backends.torch_hvp import CHOICES
+    elif backend == "jax":
+        from hessbench.backends.jax_hvp import CHOICES
+    else:
+        return ()
+    return tuple(CHOICES)
+
+
+def default_strategy(backend: str) -> str | None:
+    """The strategy a backend's operator uses when none is asked (None: it has no choice)."""
+    return "auto" if backend in STRATEGY_BACKENDS else None
+
+
+def check_strategy(strategy: str | None, backend: str = "torch") -> None:
+    """``strategy`` (how the operator computes products) is None or one of the backend's."""
+    if strategy is None:
+        return
+    if backend not in STRATEGY_BACKENDS:
+        raise OptionError(f"backend {backend!r} has no product strategies; --strategy applies "
+                          f"to {', '.join(STRATEGY_BACKENDS)}")
+    if strategy not in strategies(backend):
+        raise OptionError(f"unknown strategy {strategy!r} for the {backend} backend; choose "
+                          f"one of {', '.join(strategies(backend))}")
+
+
 def check_devices(devices: str | int | None, backend: str = "torch",
                   device: str | None = None, distributed: bool = False) -> None:
     """``devices`` (how many devices share each product) is None, ``"all"`` or a positive
@@ -206,7 +239,8 @@ def check_run(problem: str, solver: str, *, backend: str = "torch", seed: int = 
               budget: Budget | Mapping[str, Any] | None = None, dtype: str | None = None,
               device: str | None = None, devices: str | int | None = None,
               distributed: bool = False, problem_options: Mapping[str, Any] | None = None,
-              solver_options: Mapping[str, Any] | None = None) -> tuple[Problem, Solver]:
+              solver_options: Mapping[str, Any] | None = None,
+              strategy: str | None = None) -> tuple[Problem, Solver]:
     """Check every argument of :func:`hessbench.runner.run_one` (same names) without training,
     computing a reference or solving; returns the configured problem and solver."""
     from hessbench import problems, solvers
@@ -219,6 +253,7 @@ def check_run(problem: str, solver: str, *, backend: str = "torch", seed: int = 
     check_backend(backend)
     check_device(device, backend)
     check_devices(devices, backend, device, distributed)
+    check_strategy(strategy, backend)
     check_dtype(dtype)
     check_which(which)
     check_seed(seed)

@@ -49,7 +49,8 @@ class Problem(abc.ABC):
 
     def operator(self, backend: str = "torch", *, dtype: str | None = None,
                  device: str | None = None, devices: str | int | None = None,
-                 process_group: Any = None, progress: bool = True) -> HVPOperator:
+                 process_group: Any = None, progress: bool = True,
+                 strategy: str | None = None) -> HVPOperator:
         """The full-data Hessian operator of this problem on ``backend`` (see
         ``hessbench.backends.available()``: ``"torch"``, ``"jax"``, plugins), built by the
         backend's registered factory from :meth:`torch_parts`. The JAX operator uses the same
@@ -58,11 +59,12 @@ class Problem(abc.ABC):
         float64 JAX operator switches ``jax_enable_x64`` on (see :mod:`hessbench.backends.jax`).
         ``devices`` (``"all"`` or a count K) shards the data over that many devices of
         ``device``'s kind (JAX); ``process_group`` (a ``torch.distributed`` group) gives each
-        rank its contiguous shard of the samples (torch). Each is passed to the factory only
-        when given."""
+        rank its contiguous shard of the samples (torch); ``strategy`` how products are computed
+        (the torch and JAX operators' ``strategy``, default ``"auto"``). Each is passed to the
+        factory only when given."""
         factory = backends.operator_factory(backend)
-        extra = {k: v for k, v in (("devices", devices), ("process_group", process_group))
-                 if v is not None}
+        extra = {k: v for k, v in (("devices", devices), ("process_group", process_group),
+                                   ("strategy", strategy)) if v is not None}
         op = factory(self.torch_parts(progress=progress), dtype=dtype or self.dtype,
                      device=device, **extra)
         if not isinstance(op, HVPOperator):
@@ -72,7 +74,7 @@ class Problem(abc.ABC):
 
 def torch_operator(parts: TorchProblemParts, *, dtype: str = "float64",
                    device: str | None = None, check_deterministic: bool = True,
-                   process_group: Any = None) -> HVPOperator:
+                   process_group: Any = None, strategy: str = "auto") -> HVPOperator:
     """The PyTorch ``HessianOperator`` of a problem's parts (the ``"torch"`` backend);
     ``check_deterministic`` as the operator's (its two-product probe).
 
@@ -98,4 +100,5 @@ def torch_operator(parts: TorchProblemParts, *, dtype: str = "float64",
     return HessianOperator(parts.model, parts.loss_fn, data,
                            batch_size=parts.batch_size, device=device,
                            dtype=getattr(torch, dtype),
-                           check_deterministic=check_deterministic, **extra)
+                           check_deterministic=check_deterministic, strategy=strategy,
+                           **extra)
