@@ -92,10 +92,8 @@ def block_studies(folder: Path) -> list[str]:
 
 def render(rows: dict[str, Any], ratios: list[dict[str, Any]], meta: dict[str, Any],
            blocks: list[str] | None = None) -> str:
-    lines = ["# Seconds to both ends within 1% on this CPU", ""]
-    if meta.get("findings"):
-        lines += [meta["findings"].strip(), ""]
-    lines += [
+    lines = [
+        "# Seconds to both ends within 1% on this CPU", "",
         f"Machine: {meta['platform']}, {meta['threads']} torch thread(s) (set by the script), "
         f"float32, load average at start {meta['load']}; hessbench {meta['version']}, torch "
         f"{meta['torch']}. Seeds {meta['seeds']}. Command: `{meta['command']}`.", "",
@@ -170,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from hessbench.compare import run_grid
     from hessbench.records import read_record
+    from hessbench.report.render import with_findings
     from hessbench.runner import versions
     from hessbench.seeds import parse_seeds
     from hessbench.speed import time_passes
@@ -200,11 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         ratios += [dict(t, command=shlex.join(extra.get("command", [])))
                    for t in extra["results"] if t["problem"] not in measured]
     args.out.mkdir(parents=True, exist_ok=True)
-    findings = args.out / "findings.md"  # written by a person, kept above the tables
-    meta["findings"] = findings.read_text() if findings.exists() else ""
     (args.out / "data.json").write_text(json.dumps(
         {"meta": meta, "versions": versions(), "rows": rows, "ratios": ratios}, indent=1))
-    text = render(rows, ratios, meta, block_studies(args.out))
+    text = with_findings(render(rows, ratios, meta, block_studies(args.out)), args.out)
     (args.out / "README.md").write_text(text)
     print(text)
     print(f"wrote {args.out}/README.md and data.json")

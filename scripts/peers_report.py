@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from hessbench.peers import ADAPTERS, PINS
     from hessbench.peers._counting import peer_version
     from hessbench.records import read_record
+    from hessbench.report.render import with_findings
     from hessbench.runner import versions
     from hessbench.seeds import parse_seeds
 
@@ -204,11 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "data.json").write_text(json.dumps(
         {"meta": meta, "versions": versions(), "peer_versions": meta["peer_versions"],
          "rows": rows}, indent=1))
-    findings = args.out / "findings.md"  # written by a person, kept above the table
-    text = render(rows, meta)
-    if findings.exists():
-        title, _, rest = text.partition("\n\n")
-        text = f"{title}\n\n{findings.read_text().strip()}\n\n{rest}"
+    text = with_findings(render(rows, meta), args.out)
     (args.out / "README.md").write_text(text)
     print(text)
     print(f"wrote {args.out}/README.md and data.json")

@@ -37,6 +37,7 @@ def test_report_of_two_seeds_and_a_block_study(tmp_path, monkeypatch):
                                       "seconds_vs_lanczos": 1.0, "success": 2,
                                       "runs_total": 2, "options": {}}}}}}
     (out / "block_study_toy.json").write_text(json.dumps(study))
+    (out / "findings.md").write_text("**Findings.** lanczos wins.\n")
     assert script.main(["--problems", "quadratic-small", "--solvers", "lanczos", "--seeds", "0-1",
                         "--runs", str(runs), "--out", str(out), "--no-ratios"]) == 0
     data = json.loads((out / "data.json").read_text())
@@ -48,6 +49,8 @@ def test_report_of_two_seeds_and_a_block_study(tmp_path, monkeypatch):
     assert len(seconds) == 2 and row["seconds_q1"] <= row["seconds_median"] <= row["seconds_q3"]
     assert row["seconds_median"] == pytest.approx(sum(seconds) / 2)
     text = (out / "README.md").read_text()
+    assert text.startswith("# Seconds to both ends within 1% on this CPU\n\n"
+                           "**Findings.** lanczos wins.\n\nMachine: ")
     assert "| quadratic-small | lanczos |" in text and "100%" in text
     assert "## Block solvers: chunks of 128, strategy forward-over-reverse" in text
     assert "| lanczos | 1 [0.9-1.1] | 1.00 |" in text

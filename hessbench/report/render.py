@@ -115,3 +115,13 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
     Markup = require("markupsafe").Markup
 
     return _page().render(title=title, css=Markup(CSS), blocks=[_context(b) for b in blocks])
+
+
+def with_findings(text: str, folder: Path) -> str:
+    """``text`` (Markdown starting with its title) with ``folder/findings.md``, the reader's
+    summary written by a person, put right below the title; ``text`` as it is without one."""
+    findings = Path(folder) / "findings.md"
+    if not findings.exists():
+        return text
+    title, _, rest = text.partition("\n\n")
+    return f"{title}\n\n{findings.read_text().strip()}\n\n{rest}"
