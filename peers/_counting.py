@@ -24,6 +24,7 @@ import torch
 from hessbench.errors import InputError
 from hessbench.registry import MissingDependencyError
 from hessbench.solvers.base import BudgetExhausted, Run, Solver
+from hessbench.solvers.kernels import ends
 
 INSTALL = "pip install 'hessbench[peers]'"
 
@@ -172,9 +173,6 @@ class PeerSolver(Solver):
 
     dist: ClassVar[str] = ""
     pin: ClassVar[str] = ""
-    #: runs only on hessbench's torch operator of a model (not on dense or JAX operators): the
-    #: conformance kit (``hessbench.solvers.testing``) and all-solver loops should skip it
-    requires_torch_model: ClassVar[bool] = True
 
     def _answers(self, run: Run, which: str, rng: np.random.Generator,
                  parts: TorchParts) -> dict[str, Answer]:
@@ -194,7 +192,7 @@ class PeerSolver(Solver):
             except BudgetExhausted as stop:
                 run.record()  # the ends published before the budget ran out, at its cost
                 return "budget", f"{tag}{stop}"
-        asked = ("max", "min") if which == "both" else (which,)
+        asked = ends(which)
         for end in asked:
             a = answers.get(end)
             if a is not None and a.value is not None:
