@@ -27,6 +27,7 @@ from hessbench.errors import InputError
 from hessbench.metrics import relative_error
 from hessbench.monitor_record import HessianRecord
 from hessbench.records import SUCCESS_EPS
+from hessbench.solvers.kernels import ends
 
 __all__ = ["TRACKING", "CheckpointScore", "TrackingSummary", "format_table", "read_tracking",
            "score", "summarise", "write_tracking"]
@@ -108,10 +109,6 @@ class TrackingSummary:
         return cls(**values)
 
 
-def _ends(which: str) -> tuple[str, ...]:
-    return {"both": ("max", "min"), "max": ("max",), "min": ("min",)}[which]
-
-
 def score(problem: str, records: Sequence[HessianRecord],
           references: dict[int, dict[str, Any]] | None, *, warm_start: bool,
           seed: int) -> list[CheckpointScore]:
@@ -128,7 +125,7 @@ def score(problem: str, records: Sequence[HessianRecord],
             ok = None
         else:
             ok = bool(r.converged) and all(
-                err[e] is not None and err[e] <= SUCCESS_EPS for e in _ends(r.which))
+                err[e] is not None and err[e] <= SUCCESS_EPS for e in ends(r.which))
         rows.append(CheckpointScore(
             problem=problem, solver=r.solver, warm_start=warm_start, seed=seed,
             checkpoint=r.epoch, lambda_max=r.lambda_max, lambda_min=r.lambda_min,
@@ -151,7 +148,7 @@ def summarise(rows: Sequence[CheckpointScore], *, which: str, tol: float) -> Tra
     problem, solver, warm, seed = keys.pop()
 
     def worst(end: str) -> float | None:
-        if end not in _ends(which):
+        if end not in ends(which):
             return None
         errs = [getattr(r, f"error_{end}") for r in rows]
         if any(e is None for e in errs):

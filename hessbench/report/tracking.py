@@ -19,7 +19,6 @@ worst relative error of each end, and the warm/cold ratio of the mean totals.
 from __future__ import annotations
 
 import json
-import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from hessbench.report.blocks import (
     Paragraph,
     Table,
 )
+from hessbench.report import _slug
 from hessbench.report.render import render_html, render_markdown
 from hessbench.tracking import TRACKING, CheckpointScore, TrackingSummary, read_tracking
 
@@ -134,10 +134,6 @@ def tracking_data(summaries: Sequence[TrackingSummary],
                            "seconds_warm_over_cold": g["seconds"]["mean"]
                            / cold["seconds"]["mean"]})
     return {"success_eps": SUCCESS_EPS, "groups": groups, "warm_vs_cold": ratios}
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
 def _plot_paths(problem: str, groups: list[dict[str, Any]], path: Path) -> None:
