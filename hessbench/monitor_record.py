@@ -9,7 +9,7 @@ from typing import Any
 
 from hessbench.errors import InputError
 
-__all__ = ["CSV", "FIELDS", "JSONL", "HessianRecord"]
+__all__ = ["CSV", "FIELDS", "JSONL", "HessianRecord", "finite_or_none"]
 
 JSONL, CSV = "hessian.jsonl", "hessian.csv"
 
@@ -48,7 +48,7 @@ class HessianRecord:
     message: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {k: _finite(v) for k, v in dataclasses.asdict(self).items()}
+        return {k: finite_or_none(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HessianRecord:
@@ -62,5 +62,6 @@ class HessianRecord:
 FIELDS = [f.name for f in dataclasses.fields(HessianRecord)]
 
 
-def _finite(x: Any) -> Any:
+def finite_or_none(x: Any) -> Any:
+    """``x``, or None for a non-finite float (JSON has no NaN or inf)."""
     return None if isinstance(x, float) and not math.isfinite(x) else x

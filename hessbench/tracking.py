@@ -25,7 +25,7 @@ from typing import Any
 
 from hessbench.errors import InputError
 from hessbench.metrics import relative_error
-from hessbench.monitor_record import HessianRecord
+from hessbench.monitor_record import HessianRecord, finite_or_none
 from hessbench.records import SUCCESS_EPS
 from hessbench.solvers.kernels import ends
 
@@ -64,7 +64,7 @@ class CheckpointScore:
     success: bool | None
 
     def to_json(self) -> dict[str, Any]:
-        return {k: _finite(v) for k, v in dataclasses.asdict(self).items()}
+        return {k: finite_or_none(v) for k, v in dataclasses.asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class TrackingSummary:
     success: bool | None
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: _finite(v) for k, v in dataclasses.asdict(self).items()}
+        data = {k: finite_or_none(v) for k, v in dataclasses.asdict(self).items()}
         data["failed"] = list(self.failed)
         return data
 
@@ -228,7 +228,3 @@ def format_table(summaries: Sequence[TrackingSummary]) -> str:
     widths = [max(len(r[i]) for r in [list(header), *lines]) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
                      for r in [list(header), *lines])
-
-
-def _finite(x: Any) -> Any:
-    return None if isinstance(x, float) and not math.isfinite(x) else x
