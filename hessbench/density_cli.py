@@ -71,23 +71,11 @@ def known_reference(prob: Problem, compute: bool = False,
     """The problem's reference extremes if cheap: exact, or certified and already cached
     (loaded and verified by :func:`hessbench.reference.compute_reference`); with ``compute``,
     computed if missing (``cheapest``: never a dense Hessian unless cached). None otherwise."""
-    from hessbench.cache import tensor_digest
-    from hessbench.reference import _path, compute_reference
+    from hessbench.reference import cached_reference, compute_reference
 
-    exact = prob.exact_reference()
-    if exact is not None:
-        return {"lambda_max": exact["lambda_max"], "lambda_min": exact["lambda_min"],
-                "method": "exact"}
-    if compute:
-        ref = compute_reference(prob, progress=progress, cheapest=True)
-    else:
-        parts = prob.torch_parts(progress=progress)
-        folder, stem = _path(prob, tensor_digest(dict(parts.model.state_dict())))
-        cached = [m for m in ("dense", "lanczos") if (folder / f"{stem}-{m}.json").exists()]
-        if not cached:
-            return None
-        ref = compute_reference(prob, force_method=cached[0], progress=progress)
-    return {k: ref[k] for k in ("lambda_max", "lambda_min", "method")}
+    ref = (compute_reference(prob, progress=progress, cheapest=True) if compute
+           else cached_reference(prob, progress=progress))
+    return None if ref is None else {k: ref[k] for k in ("lambda_max", "lambda_min", "method")}
 
 
 def compute_density(problem: str, *, backend: str = "torch", seed: int = 0,

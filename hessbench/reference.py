@@ -168,6 +168,19 @@ def compute_reference(problem: Problem, *, progress: bool = True,
     return ref
 
 
+def cached_reference(problem: Problem, *, progress: bool = False) -> dict[str, Any] | None:
+    """The reference if it costs no solve: exact, or certified and already in the cache
+    (dense preferred; loaded and verified by :func:`compute_reference`); None otherwise."""
+    if problem.exact_reference() is not None:
+        return compute_reference(problem, progress=progress)
+    parts = problem.torch_parts(progress=progress)
+    folder, stem = _path(problem, tensor_digest(dict(parts.model.state_dict())))
+    for method in ("dense", "lanczos"):
+        if (folder / f"{stem}-{method}.json").exists():
+            return compute_reference(problem, force_method=method, progress=progress)
+    return None
+
+
 def verify_reference(ref: dict[str, Any], vectors: dict[str, np.ndarray],
                      op: HVPOperator) -> str | None:
     """Check a reference's eigenvalues against its vectors with one product each on ``op``

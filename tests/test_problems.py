@@ -7,7 +7,7 @@ import torch
 from hessbench import solvers
 from hessbench import problems
 from hessbench.cifar import CifarDataError, write_cifar10_batches
-from hessbench.reference import compute_reference, dense_hessian
+from hessbench.reference import cached_reference, compute_reference, dense_hessian
 
 
 def dense_from_operator(op):
@@ -54,6 +54,8 @@ def test_digits_mlp_dense_reference_and_every_solver_against_it():
     assert ref["method"] == "dense" and ref["parameters"] == 5962
     assert ref["lambda_max"] > 0 > ref["lambda_min"]
     assert ref["residual_max"] < 1e-10 * ref["lambda_max"]
+    cached = cached_reference(prob)  # the same entry, loaded and verified, nothing solved
+    assert cached["method"] == "dense" and cached["lambda_min"] == ref["lambda_min"]
     op = prob.operator(progress=False)
     v = np.load(next(iter(_vector_files(prob))))["min"]
     hv = op.matvec(torch.tensor(v)).numpy()
@@ -121,3 +123,13 @@ def test_lanczos_reference_certifies_against_the_exact_spectrum():
     assert ref["lambda_min"] == pytest.approx(exact["lambda_min"], rel=1e-9)
     assert ref["seed_1"]["lambda_min"] == pytest.approx(exact["lambda_min"], rel=1e-9)
     assert compute_reference(prob, progress=False, force_method="lanczos") == ref  # cached
+
+
+def test_cached_reference_never_solves(tmp_path, monkeypatch):
+    """An empty cache holds no certified reference of a net: None (no dense Hessian, no
+    Lanczos); an exact spectrum needs no cache."""
+    monkeypatch.setenv("HESSBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr("hessbench.reference._dense", lambda *a: pytest.fail("solved"))
+    monkeypatch.setattr("hessbench.reference._lanczos", lambda *a: pytest.fail("solved"))
+    assert cached_reference(problems.get("digits-mlp")) is None
+    assert cached_reference(problems.get("quadratic-small"))["method"] == "exact"
